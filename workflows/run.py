@@ -1,0 +1,53 @@
+"""Entry point: `python -m workflows.run +pipeline=sft_dpo [overrides]`.
+
+Compose the config, validate and plan the whole DAG, hand the plan to a launcher. Never imports
+torch, transformers or TRL: every stage runs in its own process (stages/).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from workflows.config import normalize_overrides, register
+from workflows.paths import CONF_DIR
+from workflows.schema import VERSION_BASE
+
+register()
+
+
+@hydra.main(version_base=VERSION_BASE, config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from workflows.launchers import get_launcher
+    from workflows.plan import PlanError, build_plan
+    from workflows.report import render_plan, render_summary, write_summary
+
+    try:
+        plan = build_plan(cfg)
+    except PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(render_plan(plan))
+    if cfg.dry_run:
+        return
+    launcher = get_launcher(plan.config["launcher"]["name"])
+    try:
+        results = launcher.run(plan)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
+    path = write_summary(plan, results)
+    print(render_summary(results, path))
+    if any(r.status not in ("completed", "cached", "given") for r in results):
+        sys.exit(1)
+
+
+def cli() -> None:
+    sys.argv[1:] = normalize_overrides(sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    cli()

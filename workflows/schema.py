@@ -1,0 +1,144 @@
+"""Structured-config schemas: the shape of every config group, registered in Hydra's ConfigStore.
+
+Values live in `conf/*.yaml`; these dataclasses make a typo'd key or a wrong type fail at
+composition time, naming the full key (`stages.dpo.trainr`). Free-form mappings are kept only
+where the keys belong to another project (TRL's trainer fields, DeepSpeed's JSON, LlamaConfig);
+those are checked against that project's own field list by the planner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+VERSION_BASE = "1.3"  # Hydra's version_base: set here and nowhere else
+
+
+@dataclass
+class ModelConfig:
+    """The pipeline's starting checkpoint (the `checkpoint` node of the DAG)."""
+
+    name_or_path: str | None = None  # hub id or local dir; null builds a model from `config`
+    revision: str | None = None  # hub revision (branch, tag or commit) of name_or_path
+    tokenizer: str | None = None  # tokenizer dir or hub id; null = name_or_path
+    chat_template: str | None = None  # a .jinja file that replaces the tokenizer's chat template
+    architecture: str = "LlamaForCausalLM"  # transformers class built from `config`
+    config: dict[str, Any] = field(default_factory=dict)  # config kwargs when building from scratch
+    trust_remote_code: bool = False
+
+
+@dataclass
+class PeftConfig:
+    """LoRA settings with peft's own field names; `method: none` trains the full model."""
+
+    method: str = "none"  # none | lora
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: Any = "all-linear"  # a list of module names, or "all-linear"
+    bias: str = "none"
+    use_dora: bool = False
+    # After training the adapter is merged so the next stage receives a plain HF model dir.
+    merge: bool = True
+
+
+@dataclass
+class SourceConfig:
+    """One data source: a local file/folder, a hub dataset id, or an upstream stage's dataset."""
+
+    path: str | None = None  # JSONL/JSON/Parquet/CSV file or folder, or a hub dataset id
+    name: str | None = None  # hub dataset config name
+    split: str = "train"
+    revision: str | None = None
+    stage: str | None = None  # use the dataset written by this upstream stage
+    weight: float | None = None  # relative weight in a mixture
+    max_rows: int | None = None  # cap on rows taken from this source
+
+
+@dataclass
+class DataConfig:
+    """A stage's training (and optional eval) data and the format its rows are in."""
+
+    format: str = MISSING  # messages | prompt_completion | text | preference | unpaired_preference | ...
+    sources: list[SourceConfig] = MISSING
+    eval_sources: list[SourceConfig] = field(default_factory=list)
+    eval_fraction: float = 0.0  # carve an eval split off the training rows instead
+    shuffle: bool = True
+    seed: int | None = None  # null = the pipeline's seed
+    on_invalid: str = "error"  # error | drop
+
+
+@dataclass
+class ResourcesConfig:
+    """How a stage's process(es) start; where they run is the launcher's business."""
+
+    runner: str = "auto"  # auto | python | torchrun | deepspeed  (auto: python for 1 process)
+    nodes: int = 1
+    processes_per_node: int = 1
+    gpus_per_node: int = 0  # what to ask the scheduler for; 0 = none
+    time: str | None = None  # wall-time limit for schedulers (HH:MM:SS)
+
+
+@dataclass
+class StageConfig:
+    """One node of the DAG. Edges come from `policy`, `reference` and data `stage` references."""
+
+    type: str = MISSING  # a key of workflows.registry.STAGE_TYPES
+    policy: str = "checkpoint"  # the model this stage starts from: a stage name, `checkpoint`, a dir or hub id
+    reference: str | None = None  # dpo/kto frozen reference; null = the policy's starting model
+    data: DataConfig | None = None
+    trainer: dict[str, Any] = field(default_factory=dict)  # TRL config fields, TRL's own names
+    peft: PeftConfig | None = None  # null = the pipeline-wide `peft` group
+    deepspeed: dict[str, Any] | None = None  # null = the pipeline-wide `deepspeed` group
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    enabled: bool = True  # false drops the stage (and refuses stages that need it)
+
+
+@dataclass
+class LauncherConfig:
+    """Where stages run. Scheduler settings are ignored by the local launcher."""
+
+    name: str = "local"  # local | slurm
+    stream_logs: bool = True  # echo stage output on the console (always written to stage.log)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every stage process
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking. `backend: none` turns it off."""
+
+    backend: str = "mlflow"  # mlflow | none
+    uri: str = "sqlite:///mlflow.db"  # a local SQLite store (relative to the working dir) or http://host:port
+    experiment: str | None = None  # null = the pipeline's name
+
+
+@dataclass
+class PipelineConfig:
+    """The root config: one pipeline invocation."""
+
+    name: str = MISSING  # set by each conf/pipeline/*.yaml
+    run_dir: str = MISSING  # one folder per stage and summary.json go here
+    dry_run: bool = False  # compose, validate and print the plan; train nothing
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    """Register the schemas so `conf/config.yaml` can extend them (`- schema` in its defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=PipelineConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="peft", name="schema", node=PeftConfig)
+    cs.store(group="launcher", name="schema", node=LauncherConfig)
+    cs.store(group="tracking", name="schema", node=TrackingConfig)
+    cs.store(group="stage", name="schema", node=StageConfig)
+    cs.store(group="data", name="schema", node=DataConfig)
