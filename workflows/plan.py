@@ -19,6 +19,7 @@ from workflows.registry import MANAGED_TRAINER_KEYS, STAGE_TYPES, trl_fields
 
 CHECKPOINT = "checkpoint"  # the implicit node holding the pipeline's starting model
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")  # a missing path with these is a file, not a hub id
 
 
 class PlanError(Exception):
@@ -158,6 +159,18 @@ class _Planner:
         }
         self.problems: list[str] = []
         self.edges: dict[str, list[str]] = {}
+        self.tracking = self.resolve_tracking(cfg["tracking"])
+
+    def resolve_tracking(self, tracking: dict[str, Any]) -> dict[str, Any]:
+        """Absolute store path (stage processes may run elsewhere) and the experiment's name."""
+        tracking = dict(tracking)
+        if tracking.get("backend", "none") == "none":
+            return {"backend": "none"}
+        uri = tracking["uri"]
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            tracking["uri"] = "sqlite:///" + _absolute(uri[len("sqlite:///"):])
+        tracking["experiment"] = tracking.get("experiment") or self.cfg["name"]
+        return tracking
 
     def model_dir(self, stage: str) -> str:
         return os.path.join(self.run_dir, stage, "model")
@@ -223,7 +236,7 @@ class _Planner:
                     self.problems.append(f"{where}: give a `path` (file, folder or hub dataset id) or a `stage`")
                 elif Path(src["path"]).expanduser().exists():
                     src["path"] = _absolute(src["path"])
-                elif not HUB_ID.match(src["path"]):
+                elif not HUB_ID.match(src["path"]) or Path(src["path"]).suffix in DATA_SUFFIXES:
                     self.problems.append(f"{where}.path: no such file or folder '{src['path']}'")
                 out.append(src)
             resolved[group] = out
@@ -241,7 +254,7 @@ class _Planner:
             "seed": self.cfg["seed"],
             "trainer": dict(stage.get("trainer") or {}),
             "chat_template": self.cfg["model"].get("chat_template"),
-            "tracking": dict(self.cfg["tracking"]),
+            "tracking": self.tracking,
             "resources": dict(stage["resources"]),
         }
         policy = self.resolve_model_ref(name, "policy", stage["policy"])
@@ -275,7 +288,7 @@ class _Planner:
             "model_dir": model["name_or_path"] or self.model_dir(CHECKPOINT),
             "seed": self.cfg["seed"],
             "model": dict(model),
-            "tracking": dict(self.cfg["tracking"]),
+            "tracking": self.tracking,
             "resources": {"runner": "python", "nodes": 1, "processes_per_node": 1},
         }
 

@@ -1,0 +1,49 @@
+"""The shared body of the DPO and KTO stages: a policy trained against a frozen reference model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.common import (
+    final_metrics, last_checkpoint, load_model, load_tokenizer, log, lora_config, model_digest, attach_progress,
+    save_model, write_manifest,
+)
+from stages.data import load_datasets
+
+
+def load_reference(spec: dict[str, Any]) -> tuple[Any, str]:
+    """The reference model, or None when the trainer derives it from the policy itself.
+
+    With LoRA the reference is the policy with its adapter disabled (no second copy in memory);
+    when the reference is the policy's starting model TRL loads that same directory itself.
+    Returns (model or None, a description for the log and manifest).
+    """
+    reference_path = spec["reference"]["path"]
+    if spec.get("peft") and reference_path == spec["policy"]["path"]:
+        return None, f"{reference_path} (policy with the LoRA adapter disabled)"
+    if reference_path == spec["policy"]["path"]:
+        return None, f"{reference_path} (loaded by TRL from the policy's starting dir)"
+    return load_model(reference_path, spec), reference_path
+
+
+def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) -> None:
+    """Load policy, reference and data; train; save; write the manifest."""
+    tokenizer = load_tokenizer(spec)
+    model = load_model(spec["policy"]["path"], spec, spec.get("revision"))
+    initial_digest = model_digest(model)
+    reference, reference_note = load_reference(spec)
+    train, evaluation = load_datasets(spec["data"], data_format)
+    log(spec, f"{len(train)} training rows; policy {spec['policy']['path']}; reference {reference_note}")
+    trainer = trainer_cls(
+        model=model, ref_model=reference, args=args, train_dataset=train, eval_dataset=evaluation,
+        processing_class=tokenizer, peft_config=lora_config(spec["peft"]),
+    )
+    attach_progress(trainer, spec)
+    resume = last_checkpoint(spec)
+    if resume:
+        log(spec, f"resuming from {resume}")
+    output = trainer.train(resume_from_checkpoint=resume)
+    metrics = final_metrics(trainer, output, evaluation)
+    save_model(trainer, tokenizer, spec)
+    write_manifest(spec, metrics, initial_weights_digest=initial_digest, reference_note=reference_note,
+                   resumed_from=resume)
