@@ -8,7 +8,7 @@ from stages.common import (
     final_metrics, last_checkpoint, load_model, load_tokenizer, log, lora_config, model_digest, attach_progress,
     save_model, write_manifest,
 )
-from stages.data import load_datasets
+from stages.data import load_stage_data
 
 
 def load_reference(spec: dict[str, Any]) -> tuple[Any, str]:
@@ -28,11 +28,12 @@ def load_reference(spec: dict[str, Any]) -> tuple[Any, str]:
 
 def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) -> None:
     """Load policy, reference and data; train; save; write the manifest."""
+    data = load_stage_data(spec)  # checked first; preference pairs become unpaired rows for KTO
     tokenizer = load_tokenizer(spec)
     model = load_model(spec["policy"]["path"], spec, spec.get("revision"))
     initial_digest = model_digest(model)
     reference, reference_note = load_reference(spec)
-    train, evaluation = load_datasets(spec["data"], data_format)
+    train, evaluation = data.train, data.evaluation
     log(spec, f"{len(train)} training rows; policy {spec['policy']['path']}; reference {reference_note}")
     trainer = trainer_cls(
         model=model, ref_model=reference, args=args, train_dataset=train, eval_dataset=evaluation,
@@ -43,7 +44,7 @@ def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) ->
     if resume:
         log(spec, f"resuming from {resume}")
     output = trainer.train(resume_from_checkpoint=resume)
-    metrics = final_metrics(trainer, output, evaluation)
+    metrics = {**final_metrics(trainer, output, evaluation), **data.metrics}
     save_model(trainer, tokenizer, spec)
     write_manifest(spec, metrics, initial_weights_digest=initial_digest, reference_note=reference_note,
-                   resumed_from=resume)
+                   resumed_from=resume, data_fingerprints=data.fingerprints)

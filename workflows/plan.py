@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from workflows.commands import stage_command
+from workflows.data_check import check_pipeline_data
 from workflows.registry import MANAGED_TRAINER_KEYS, STAGE_TYPES, trl_fields
 
 CHECKPOINT = "checkpoint"  # the implicit node holding the pipeline's starting model
@@ -306,6 +307,7 @@ class _Planner:
                 )
             else:
                 specs[name] = self.stage_spec(name, stage)
+        self.problems.extend(check_pipeline_data(specs, self.cfg))  # every row of every stage's data
         if not self.stages:
             self.problems.append("the pipeline defines no stages (did you forget +pipeline=<name>?)")
         if cycle := _find_cycle(self.edges):

@@ -53,8 +53,9 @@ class SourceConfig:
     split: str = "train"
     revision: str | None = None
     stage: str | None = None  # use the dataset written by this upstream stage
-    weight: float | None = None  # relative weight in a mixture
-    max_rows: int | None = None  # cap on rows taken from this source
+    weight: float | None = None  # relative share of the training rows in a mixture (workflows/data_mix.py)
+    max_rows: int | None = None  # cap on rows taken from this source (a seeded random sample)
+    format: str | None = None  # this source's format when it differs from the data's `format`
 
 
 @dataclass
