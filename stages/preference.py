@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from stages import ref_cache
 from stages.common import (
     final_metrics, last_checkpoint, load_model, load_tokenizer, log, lora_config, model_digest, attach_progress,
     save_model, write_manifest,
 )
 from stages.data import load_stage_data
+from stages.interrupt import save_on_signal
 
 
 def load_reference(spec: dict[str, Any]) -> tuple[Any, str]:
@@ -35,11 +37,15 @@ def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) ->
     reference, reference_note = load_reference(spec)
     train, evaluation = data.train, data.evaluation
     log(spec, f"{len(train)} training rows; policy {spec['policy']['path']}; reference {reference_note}")
+    if args.precompute_ref_log_probs:  # reused across runs and stages: stages/ref_cache.py
+        reference_digest = initial_digest if reference is None else model_digest(reference)
+        trainer_cls = ref_cache.caching(trainer_cls, spec, reference_digest)
     trainer = trainer_cls(
         model=model, ref_model=reference, args=args, train_dataset=train, eval_dataset=evaluation,
         processing_class=tokenizer, peft_config=lora_config(spec["peft"]),
     )
     attach_progress(trainer, spec)
+    save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
     resume = last_checkpoint(spec)
     if resume:
         log(spec, f"resuming from {resume}")
@@ -47,4 +53,5 @@ def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) ->
     metrics = {**final_metrics(trainer, output, evaluation), **data.metrics}
     save_model(trainer, tokenizer, spec)
     write_manifest(spec, metrics, initial_weights_digest=initial_digest, reference_note=reference_note,
-                   resumed_from=resume, data_fingerprints=data.fingerprints)
+                   resumed_from=resume, data_fingerprints=data.fingerprints,
+                   ref_logps_cache=getattr(trainer, "ref_logps_cache", None))

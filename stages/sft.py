@@ -14,6 +14,7 @@ from stages.common import (
     attach_progress, save_model, trl_args, write_manifest,
 )
 from stages.data import load_stage_data
+from stages.interrupt import save_on_signal
 
 
 def build_config(spec: dict[str, Any], conversational: bool = True) -> Any:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         peft_config=lora_config(spec["peft"]),
     )
     attach_progress(trainer, spec)
+    save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
     resume = last_checkpoint(spec)
     if resume:
         log(spec, f"resuming from {resume}")

@@ -29,9 +29,15 @@ def register() -> None:
 _OPEN_MAPPING = re.compile(r"^(stages\.[^.=]+\.(?:trainer|deepspeed)|deepspeed|model\.config|launcher\.env)\.[^=]+=")
 
 
+# `force=all` / `force=dpo` are one-element lists; Hydra wants the brackets.
+_BARE_FORCE = re.compile(r"^force=(?P<value>[^\[].*)$")
+
+
 def normalize_overrides(overrides: list[str]) -> list[str]:
-    """Turn `stages.x.trainer.key=v` into Hydra's add-or-override form `++stages.x.trainer.key=v`."""
-    return [f"++{o}" if _OPEN_MAPPING.match(o) else o for o in overrides]
+    """Turn `stages.x.trainer.key=v` into Hydra's add-or-override form `++stages.x.trainer.key=v`,
+    and `force=dpo` into `force=[dpo]`."""
+    out = [f"++{o}" if _OPEN_MAPPING.match(o) else o for o in overrides]
+    return [f"force=[{m['value']}]" if (m := _BARE_FORCE.match(o)) else o for o in out]
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

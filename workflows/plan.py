@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from workflows.commands import stage_command
 from workflows.data_check import check_pipeline_data
+from workflows.fingerprint import annotate
 from workflows.registry import MANAGED_TRAINER_KEYS, STAGE_TYPES, trl_fields
 
 CHECKPOINT = "checkpoint"  # the implicit node holding the pipeline's starting model
@@ -346,7 +347,7 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
         except Exception as exc:  # an interpolation or a ??? value the user must fill in
             name = cfg.get("name", "?") if not OmegaConf.is_missing(cfg, "name") else "?"
             raise PlanError(str(name), [str(exc).splitlines()[0] + _full_key(exc)]) from None
-    return _Planner(cfg).build()
+    return annotate(_Planner(cfg).build())  # fingerprints; why each stage runs or is cached
 
 
 def _full_key(exc: Exception) -> str:

@@ -65,8 +65,8 @@ def render_plan(plan: Plan) -> str:
     width = max(len(s.name) for s in plan.stages)
     for i, stage in enumerate(plan.stages, 1):
         after = f"  after {', '.join(stage.upstream)}" if stage.upstream else ""
-        lines.append(f"  {i}. {stage.name:<{width}}  [{stage.type}] {stage.reason}: {_describe(stage)}{after}")
-        if stage.command:
+        lines.append(f"  {i}. {stage.name:<{width}}  [{stage.type}] {stage.reason} -- {_describe(stage)}{after}")
+        if stage.command and stage.reason != "cached":  # a cached stage starts no process
             lines.append(f"     $ {shlex.join(stage.command)}")
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ torch, transformers or TRL: every stage runs in its own process (stages/).
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -20,15 +21,23 @@ register()
 
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from workflows.fingerprint import annotate
     from workflows.launchers import get_launcher
+    from workflows.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
     from workflows.plan import PlanError, build_plan
     from workflows.report import render_plan, render_summary, write_summary
 
     try:
         plan = build_plan(cfg)
+        if not cfg.dry_run:
+            lock_run_dir(plan.run_dir, wait=cfg.wait_for_lock)  # held until exit
+            annotate(plan)  # decide what runs from the disk as it is now that we hold run_dir
     except PlanError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(BUSY_EXIT_CODE)
     print(render_plan(plan))
     if cfg.dry_run:
         return
@@ -44,7 +53,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the launcher asks the running stage to checkpoint and stop
+
+
 def cli() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # kill, Slurm preemption or time limit: like Ctrl-C
     sys.argv[1:] = normalize_overrides(sys.argv[1:])
     main()
 

@@ -122,6 +122,8 @@ class PipelineConfig:
     name: str = MISSING  # set by each conf/pipeline/*.yaml
     run_dir: str = MISSING  # one folder per stage and summary.json go here
     dry_run: bool = False  # compose, validate and print the plan; train nothing
+    force: list[str] = field(default_factory=list)  # stages to re-run although cached: [dpo] or [all]
+    wait_for_lock: bool = False  # another run holds run_dir: wait for it instead of stopping (exit 75)
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)

@@ -15,11 +15,14 @@ from collections import deque
 
 import yaml
 
+from workflows.fingerprint import prepare_stage_dir
+from workflows.lock import held_fds
 from workflows.paths import ROOT
 from workflows.plan import Plan, PlannedStage
 from workflows.report import StageResult, stage_inputs
 
 DONE = ("completed", "cached", "given")
+INTERRUPTED_EXIT_CODE = 143  # a stage that saved a checkpoint on SIGTERM/USR1 (stages/interrupt.py)
 
 
 def stage_env(plan: Plan) -> dict[str, str]:
@@ -32,6 +35,7 @@ def stage_env(plan: Plan) -> dict[str, str]:
     # One line per logging step comes from stages/common.py; progress bars would flood stage.log.
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TQDM_DISABLE", "1")  # TRL's reference log-prob precompute bar
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "posttrain", "torch_extensions"))
     env.update({k: str(v) for k, v in (plan.config["launcher"].get("env") or {}).items()})
@@ -57,8 +61,9 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
     log_path = os.path.join(stage.stage_dir, "stage.log")
     tail: deque[str] = deque(maxlen=15)
     with open(log_path, "a") as log:
+        # pass_fds: the stage holds the run_dir lock too, even if this process is killed
         proc = subprocess.Popen(stage.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
+                                text=True, errors="replace", start_new_session=True, pass_fds=held_fds())
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -79,6 +84,7 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
 
 def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResult:
     result = StageResult(stage.name, stage.type, "completed", stage.spec["model_dir"], stage_inputs(stage))
+    prepare_stage_dir(stage)  # not done until it writes its manifest; stale outputs cleared unless resuming
     write_stage_config(stage)
     print(f"==> {stage.name} [{stage.type}] ({stage.reason})", flush=True)
     start = time.time()
@@ -86,7 +92,10 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResu
     result.wall_seconds = round(time.time() - start, 2)
     result.extra["log"] = os.path.join(stage.stage_dir, "stage.log")
     manifest = read_manifest(stage)
-    if code != 0 or manifest is None:
+    if code == INTERRUPTED_EXIT_CODE and manifest is None:
+        result.status = "interrupted"
+        result.reason = "stopped on request after saving a checkpoint; run the same command again to resume"
+    elif code != 0 or manifest is None:
         result.status = "failed"
         why = f"exit code {code}" if code != 0 else "exited without writing its manifest"
         result.reason = f"{why}; see {result.extra['log']}"
@@ -103,6 +112,11 @@ def run(plan: Plan) -> list[StageResult]:
         if stage.external:
             results[stage.name] = StageResult(stage.name, stage.type, "given", stage.spec["model_dir"],
                                               stage_inputs(stage), reason="model given by path or hub id")
+            continue
+        if stage.reason == "cached":  # its manifest carries the current fingerprint: start nothing
+            manifest = read_manifest(stage) or {}
+            results[stage.name] = StageResult(stage.name, stage.type, "cached", stage.spec["model_dir"],
+                                              stage_inputs(stage), metrics=manifest.get("metrics", {}))
             continue
         blocked = [u for u in stage.upstream if results[u].status not in DONE]
         if blocked:

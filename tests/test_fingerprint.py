@@ -1,0 +1,293 @@
+"""Fingerprints and the reason each stage runs or is cached: pure and fast, nothing trains.
+
+A finished stage is simulated the way a stage process leaves it: fingerprint.json from the
+launcher's `prepare_stage_dir`, a model file, then manifest.json with the fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from workflows.config import compose
+from workflows.fingerprint import complete_checkpoints, prepare_stage_dir
+from workflows.lock import RunDirBusy, lock_run_dir
+from workflows.plan import Plan, PlanError, build_plan
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """Private copies of the demo data: editing them touches nothing else."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("sft.jsonl", "prefs.jsonl", "kto.jsonl"):
+        lines = (ROOT / "data" / "demo" / name).read_text().splitlines(keepends=True)
+        (folder / name).write_text("".join(lines[:40]))
+    return folder
+
+
+def plan_for(run_dir: Path, data: Path, *overrides: str, pipeline: str = "sft_dpo_kto") -> Plan:
+    return build_plan(compose([
+        f"+pipeline={pipeline}", f"run_dir={run_dir}", "tracking=none",
+        f"stages.sft.data.sources.0.path={data / 'sft.jsonl'}", "stages.sft.data.eval_sources=[]",
+        f"stages.dpo.data.sources.0.path={data / 'prefs.jsonl'}", "stages.dpo.data.eval_sources=[]",
+        *([f"stages.kto.data.sources.0.path={data / 'kto.jsonl'}", "stages.kto.data.eval_sources=[]"]
+          if pipeline == "sft_dpo_kto" else []),
+        *overrides,
+    ]))
+
+
+def finish(plan: Plan, *names: str) -> None:
+    """Leave `names` (default: all) as a completed stage process leaves them, in DAG order."""
+    for stage in plan.stages:
+        if names and stage.name not in names:
+            continue
+        prepare_stage_dir(stage)
+        model = Path(stage.spec["model_dir"])
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "model.safetensors").write_bytes(b"weights of " + stage.name.encode())
+        manifest = {"name": stage.name, "fingerprint": stage.spec["fingerprint"], "files": ["model.safetensors"],
+                    "metrics": {"train_loss": 1.0}, "finished_at": time.time()}
+        (Path(stage.stage_dir) / "manifest.json").write_text(json.dumps(manifest))
+        time.sleep(0.01)  # finished_at strictly increases along the DAG
+
+
+def reasons(plan: Plan) -> dict[str, str]:
+    return {s.name: s.reason for s in plan.stages}
+
+
+def fingerprints(plan: Plan) -> dict[str, str]:
+    return {s.name: s.spec["fingerprint"] for s in plan.stages}
+
+
+def add_checkpoint(stage_dir: str, step: int, complete: bool = True) -> Path:
+    folder = Path(stage_dir) / "checkpoints" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x")
+    if complete:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+# --- fingerprints -------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_stable_and_independent_of_run_dir(tmp_path, data):
+    first = fingerprints(plan_for(tmp_path / "a", data))
+    assert first == fingerprints(plan_for(tmp_path / "a", data))
+    assert first == fingerprints(plan_for(tmp_path / "b", data))  # a copied run_dir is still cached
+    assert len(set(first.values())) == len(first)
+
+
+def test_watching_and_checkpoint_cadence_do_not_change_fingerprints(tmp_path, data):
+    base = fingerprints(plan_for(tmp_path / "r", data))
+    same = fingerprints(plan_for(
+        tmp_path / "r", data, "tracking=mlflow", "stages.dpo.trainer.logging_steps=1",
+        "stages.dpo.trainer.save_steps=7", "stages.dpo.trainer.save_total_limit=5",
+        "stages.dpo.trainer.report_to=[none]", "stages.dpo.trainer.run_name=other",
+        "stages.dpo.trainer.gradient_checkpointing=true", "stages.sft.trainer.dataloader_num_workers=2",
+        "stages.sft.resources.runner=torchrun",
+    ))
+    assert same == base
+
+
+def test_a_dpo_parameter_changes_only_dpo(tmp_path, data):
+    base = fingerprints(plan_for(tmp_path / "r", data))
+    changed = fingerprints(plan_for(tmp_path / "r", data, "stages.dpo.trainer.beta=0.3"))
+    assert [n for n in base if base[n] != changed[n]] == ["dpo"]
+
+
+def test_sft_data_content_propagates_downstream_but_its_path_does_not(tmp_path, data):
+    base = fingerprints(plan_for(tmp_path / "r", data))
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(data / "sft.jsonl", moved)
+    assert fingerprints(plan_for(tmp_path / "r", data, f"stages.sft.data.sources.0.path={moved}")) == base
+    (data / "sft.jsonl").write_text("".join((data / "sft.jsonl").read_text().splitlines(keepends=True)[1:]))
+    changed = fingerprints(plan_for(tmp_path / "r", data))
+    assert [n for n in base if base[n] != changed[n]] == ["sft", "dpo", "kto"]
+
+
+def test_world_size_and_seed_change_fingerprints(tmp_path, data):
+    base = fingerprints(plan_for(tmp_path / "r", data))
+    assert fingerprints(plan_for(tmp_path / "r", data, "stages.kto.resources.processes_per_node=2"))["kto"] != base["kto"]
+    assert set(fingerprints(plan_for(tmp_path / "r", data, "seed=7")).values()).isdisjoint(base.values())
+
+
+# --- reasons ------------------------------------------------------------------------------------
+
+
+def test_new_then_cached(tmp_path, data):
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    assert reasons(plan) == {"checkpoint": "new", "sft": "upstream re-runs: checkpoint",
+                             "dpo": "upstream re-runs: sft", "kto": "upstream re-runs: sft"}
+    finish(plan)
+    assert set(reasons(plan_for(run_dir, data)).values()) == {"cached"}
+
+
+def test_reasons_name_what_changed(tmp_path, data):
+    run_dir = tmp_path / "r"
+    finish(plan_for(run_dir, data))
+    assert reasons(plan_for(run_dir, data, "stages.dpo.trainer.beta=0.3")) == {
+        "checkpoint": "cached", "sft": "cached", "dpo": "config changed: stages.dpo.trainer.beta", "kto": "cached"}
+    (data / "sft.jsonl").write_text("".join((data / "sft.jsonl").read_text().splitlines(keepends=True)[1:]))
+    assert reasons(plan_for(run_dir, data)) == {
+        "checkpoint": "cached", "sft": "data changed: sft.jsonl",
+        "dpo": "upstream changed: sft", "kto": "upstream changed: sft"}
+
+
+def test_a_change_to_one_branch_leaves_the_other_cached(tmp_path, data):
+    run_dir = tmp_path / "r"
+    finish(plan_for(run_dir, data))
+    (data / "prefs.jsonl").write_text("".join((data / "prefs.jsonl").read_text().splitlines(keepends=True)[:30]))
+    plan = plan_for(run_dir, data, "stages.dpo.trainer.learning_rate=1e-4")
+    assert reasons(plan) == {"checkpoint": "cached", "sft": "cached", "kto": "cached",
+                             "dpo": "config changed: stages.dpo.trainer.learning_rate; data changed: prefs.jsonl"}
+
+
+def test_force_reruns_the_stage_and_everything_after_it(tmp_path, data):
+    run_dir = tmp_path / "r"
+    finish(plan_for(run_dir, data))
+    assert reasons(plan_for(run_dir, data, "force=[sft]")) == {
+        "checkpoint": "cached", "sft": "forced", "dpo": "upstream re-runs: sft", "kto": "upstream re-runs: sft"}
+    assert reasons(plan_for(run_dir, data, "force=[dpo]"))["kto"] == "cached"
+    assert set(reasons(plan_for(run_dir, data, "force=[all]")).values()) == {"forced"}
+
+
+def test_force_names_are_checked(tmp_path, data):
+    with pytest.raises(PlanError) as err:
+        plan_for(tmp_path / "r", data, "force=[dpoo,kto]")
+    assert err.value.problems == [
+        "force: 'dpoo' is not a stage of this plan (stages: checkpoint, sft, dpo, kto, or all); did you mean 'dpo'?"]
+
+
+def test_cli_force_all_and_unknown_force(tmp_path):
+    proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "dry_run=true", "force=all")
+    assert proc.returncode == 0 and proc.stdout.count("] forced --") == 3, proc.stdout + proc.stderr
+    proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "dry_run=true", "force=dppo")
+    assert proc.returncode == 2 and "force: 'dppo' is not a stage" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_half_written_stage_is_never_used(tmp_path, data):
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    finish(plan, "checkpoint", "sft")
+    dpo = plan.stage("dpo")
+    prepare_stage_dir(dpo)  # the process started, wrote part of its model, and died: no manifest
+    (Path(dpo.spec["model_dir"])).mkdir(parents=True)
+    (Path(dpo.spec["model_dir"]) / "model.safetensors").write_bytes(b"half")
+    assert reasons(plan_for(run_dir, data))["dpo"] == "incomplete: no manifest"
+    finish(plan)
+    (Path(plan.stage("kto").spec["model_dir"]) / "model.safetensors").unlink()  # a manifest, files gone
+    assert reasons(plan_for(run_dir, data))["kto"] == "incomplete: model files missing"
+
+
+def test_an_upstream_that_ran_again_makes_downstream_stale(tmp_path, data):
+    run_dir = tmp_path / "r"
+    finish(plan_for(run_dir, data))
+    finish(plan_for(run_dir, data, "force=[sft]"), "sft")  # forced sft finished; dpo/kto never re-ran
+    assert reasons(plan_for(run_dir, data)) == {
+        "checkpoint": "cached", "sft": "cached", "dpo": "upstream re-ran: sft", "kto": "upstream re-ran: sft"}
+
+
+def test_resume_from_the_newest_complete_checkpoint_of_the_same_fingerprint(tmp_path, data):
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    finish(plan, "checkpoint")
+    sft = plan.stage("sft")
+    prepare_stage_dir(sft)
+    add_checkpoint(sft.stage_dir, 100)
+    add_checkpoint(sft.stage_dir, 120)
+    partial = add_checkpoint(sft.stage_dir, 140, complete=False)  # killed while saving
+    again = plan_for(run_dir, data)
+    assert reasons(again)["sft"] == "resume from checkpoint-120"
+    assert again.stage("sft").spec["resume_from"] == "checkpoint-120"
+    prepare_stage_dir(again.stage("sft"))
+    assert not partial.exists()
+    assert [step for step, _ in complete_checkpoints(sft.stage_dir)] == [100, 120]
+
+
+def test_checkpoints_of_another_config_are_never_resumed(tmp_path, data):
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    finish(plan, "checkpoint")
+    prepare_stage_dir(plan.stage("sft"))
+    add_checkpoint(plan.stage("sft").stage_dir, 120)
+    changed = plan_for(run_dir, data, "stages.sft.trainer.learning_rate=1e-4")
+    sft = changed.stage("sft")
+    assert sft.reason == "config changed: stages.sft.trainer.learning_rate" and sft.spec["resume_from"] is None
+    prepare_stage_dir(sft)
+    assert not (Path(sft.stage_dir) / "checkpoints").exists()
+    assert json.loads((Path(sft.stage_dir) / "fingerprint.json").read_text())["fingerprint"] == sft.spec["fingerprint"]
+
+
+def test_dry_run_prints_reasons(tmp_path, data):
+    run_dir = tmp_path / "r"
+    finish(plan_for(run_dir, data))
+    proc = run_cli("+pipeline=sft_dpo_kto", f"run_dir={run_dir}", "tracking=none", "dry_run=true",
+                   f"stages.sft.data.sources.0.path={data / 'sft.jsonl'}", "stages.sft.data.eval_sources=[]",
+                   f"stages.dpo.data.sources.0.path={data / 'prefs.jsonl'}", "stages.dpo.data.eval_sources=[]",
+                   f"stages.kto.data.sources.0.path={data / 'kto.jsonl'}", "stages.kto.data.eval_sources=[]",
+                   "stages.dpo.trainer.beta=0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "[sft] cached --" in proc.stdout and "[dpo] config changed: stages.dpo.trainer.beta --" in proc.stdout
+    assert "stages.sft " not in proc.stdout  # a cached stage shows no command: it starts nothing
+
+
+# --- the run_dir lock -------------------------------------------------------------------------
+
+
+def _hold(run_dir: str, ready, release) -> None:
+    lock_run_dir(run_dir)
+    ready.set()
+    release.wait(30)
+
+
+def test_a_second_invocation_is_refused_naming_the_first(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "tracking=none")
+        assert proc.returncode == 75, proc.stdout + proc.stderr
+        assert f"{tmp_path} is in use by posttrain run pid {holder.pid}" in proc.stderr
+        assert "wait_for_lock=true" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "checkpoint").exists()  # nothing started
+    finally:
+        release.set()
+        holder.join(30)
+    lock_run_dir(str(tmp_path))  # released when its holder exits
+
+
+def test_wait_for_lock_waits_for_the_holder(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path / "r"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(RunDirBusy):
+            lock_run_dir(str(tmp_path / "r"))
+        start = time.time()
+        ctx_timer = multiprocessing.get_context("fork").Process(target=lambda: (time.sleep(1.0), release.set()))
+        ctx_timer.start()
+        assert lock_run_dir(str(tmp_path / "r"), wait=True) is True
+        assert time.time() - start >= 0.9
+        ctx_timer.join()
+    finally:
+        release.set()
+        holder.join(30)
