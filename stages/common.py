@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from stages.distributed import adopt_srun_ranks, merge_saved_adapter, zero3_enabled
+
 MANIFEST = "manifest.json"
 
 
@@ -26,7 +28,9 @@ def load_spec(argv: list[str] | None = None) -> dict[str, Any]:
     if len(argv) != 1:
         raise SystemExit("usage: python -m stages.<type> <stage.yaml>  (written by `python -m workflows.run`)")
     with open(argv[0]) as f:
-        return yaml.safe_load(f)
+        spec = yaml.safe_load(f)
+    adopt_srun_ranks(spec)  # runner=srun: this process's rank comes from its Slurm task id
+    return spec
 
 
 def rank() -> int:
@@ -73,6 +77,9 @@ def trl_args(config_cls: type, spec: dict[str, Any], **stage_defaults: Any) -> A
     else:
         kwargs.setdefault("report_to", "none")
     if spec.get("deepspeed"):
+        from stages.distributed import init_deepspeed
+
+        init_deepspeed(spec)  # before the config: HfDeepSpeedConfig and zero.Init read the world size
         path = stage_dir / "deepspeed.json"
         path.write_text(json.dumps(spec["deepspeed"], indent=2))
         kwargs["deepspeed"] = str(path)
@@ -181,8 +188,11 @@ def save_model(trainer: Any, tokenizer: Any, spec: dict[str, Any]) -> str:
     if spec.get("peft"):
         trainer.save_model(os.path.join(spec["stage_dir"], "adapter"))
         if spec["peft"].get("merge", True) and is_main_process():
-            model = trainer.accelerator.unwrap_model(model).merge_and_unload()
-            model.save_pretrained(model_dir)
+            if zero3_enabled():  # this rank holds shards only: merge the gathered, saved adapter instead
+                merge_saved_adapter(spec, os.path.join(spec["stage_dir"], "adapter"), model_dir)
+            else:
+                model = trainer.accelerator.unwrap_model(model).merge_and_unload()
+                model.save_pretrained(model_dir)
     else:
         trainer.save_model(model_dir)  # gathers ZeRO-3 shards into full weights
     if is_main_process():
@@ -211,6 +221,7 @@ def write_manifest(spec: dict[str, Any], metrics: dict[str, Any], **extra: Any) 
         "files": files,
         "metrics": metrics,
         "finished_at": time.time(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),  # processes that trained it
         **extra,
     }
     tmp = stage_dir / (MANIFEST + ".tmp")

@@ -1,34 +1,120 @@
-"""How a stage starts (python, torchrun, deepspeed), independent of where it runs (launchers)."""
+"""How a stage starts (python, torchrun, deepspeed, srun tasks), independent of where it runs (launchers).
+
+`stage_command` returns the argv one node runs. Across nodes the rendezvous comes from the
+environment a scheduler gives each node: those argv items are `ShellVar`s (`$HEAD_NODE`), which a
+launcher writing a shell script leaves unquoted-but-double-quoted and every other item shell-quotes.
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
-RUNNERS = ("auto", "python", "torchrun", "deepspeed")
+RUNNERS = ("auto", "python", "torchrun", "deepspeed", "srun")
+# What the Slurm script exports before the stage starts (see workflows/launchers/sbatch.py).
+HEAD_NODE = "HEAD_NODE"  # first host of the allocation (`scontrol show hostnames`)
+MASTER_PORT = "MASTER_PORT"  # derived from the job id, so two jobs sharing a node do not collide
+
+
+class ShellVar(str):
+    """An argv item that is a shell expansion (`$HEAD_NODE:$MASTER_PORT`), only valid in a script."""
+
+
+def shell_join(argv: list[str]) -> str:
+    """argv as one shell line: literal items quoted, `ShellVar` items double-quoted so they expand."""
+    return " ".join(f'"{a}"' if isinstance(a, ShellVar) else shlex.quote(a) for a in argv)
+
+
+def resolve_resources(resources: dict[str, Any], launcher: dict[str, Any]) -> dict[str, Any]:
+    """Fill a stage's unset resources from the launcher's defaults; the result is what the stage gets.
+
+    gpus_per_node: null -> launcher.gpus_per_node; processes_per_node: null -> one per GPU (1 without);
+    time: null -> launcher.time; runner auto -> python (1 process), torchrun (several), as `runner_for`.
+    """
+    out = {"runner": "auto", "nodes": 1, "processes_per_node": None, "gpus_per_node": None, "time": None,
+           **resources}
+    if out["gpus_per_node"] is None:
+        out["gpus_per_node"] = int(launcher.get("gpus_per_node") or 0)
+    if out["processes_per_node"] is None:
+        out["processes_per_node"] = max(1, out["gpus_per_node"])
+    if out["time"] is None:
+        out["time"] = launcher.get("time")
+    out["runner"] = runner_for(out)
+    return out
 
 
 def runner_for(resources: dict[str, Any]) -> str:
     runner = resources.get("runner", "auto")
     if runner == "auto":
-        many = resources.get("nodes", 1) * resources.get("processes_per_node", 1) > 1
+        many = (resources.get("nodes") or 1) * (resources.get("processes_per_node") or 1) > 1
         return "torchrun" if many else "python"
     return runner
+
+
+def resource_problems(name: str, resources: dict[str, Any], launcher: str) -> list[str]:
+    """What cannot start as written: each message names `stages.<name>.resources.<key>`."""
+    where = f"stages.{name}.resources"
+    runner = resources.get("runner", "auto")
+    if runner not in RUNNERS:
+        return [f"{where}.runner: unknown runner '{runner}' (known: {', '.join(RUNNERS)})"]
+    problems = []
+    for key in ("nodes", "processes_per_node", "gpus_per_node"):
+        value = resources.get(key)
+        if value is not None and value < (0 if key == "gpus_per_node" else 1):
+            problems.append(f"{where}.{key}: must be at least {0 if key == 'gpus_per_node' else 1}, got {value}")
+    if problems:
+        return problems
+    nodes, nproc = resources.get("nodes") or 1, resources.get("processes_per_node") or 1
+    runner = runner_for(resources)
+    if runner == "python" and nodes * nproc > 1:
+        problems.append(f"{where}.runner: python starts one process, but nodes x processes_per_node = "
+                        f"{nodes * nproc}; use torchrun (or auto)")
+    if launcher != "slurm" and nodes > 1:
+        problems.append(f"{where}.nodes: {nodes} nodes need a scheduler; launcher={launcher} runs on this "
+                        f"machine (use launcher=slurm, or nodes=1)")
+    if launcher != "slurm" and runner == "srun":
+        problems.append(f"{where}.runner: srun starts one Slurm task per process and needs launcher=slurm "
+                        f"(on this machine use torchrun)")
+    return problems
+
+
+def rendezvous_args(nodes: int) -> list[str]:
+    """torchrun's rendezvous: one machine runs everything (`--standalone`: a free port, so two runs
+    on one machine never collide), or c10d on the allocation's first host."""
+    if nodes == 1:
+        return ["--standalone"]
+    return ["--nnodes", str(nodes), "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", ShellVar(f"${HEAD_NODE}:${MASTER_PORT}"), "--rdzv_id", ShellVar("$SLURM_JOB_ID")]
 
 
 def stage_command(resources: dict[str, Any], module: str, config_path: str, python: str | None = None) -> list[str]:
     """The argv that starts one stage on one node.
 
-    Multi-node rendezvous arguments (`--nnodes`, `--rdzv_endpoint`) are added by the launcher
-    that knows the hosts; locally everything runs on this machine.
+    With several nodes it holds `ShellVar`s that the Slurm script defines; the srun runner's
+    command is one process of many (srun starts one task per process, the stage reads its rank
+    from SLURM_PROCID), so it is plain python.
     """
     python = python or sys.executable
     runner = runner_for(resources)
-    nproc = str(resources.get("processes_per_node", 1))
-    if runner == "python":
+    nodes = resources.get("nodes") or 1
+    nproc = str(resources.get("processes_per_node") or 1)
+    if runner in ("python", "srun"):
         return [python, "-m", module, config_path]
     if runner == "torchrun":
-        return [python, "-m", "torch.distributed.run", "--nproc_per_node", nproc, "-m", module, config_path]
+        return [python, "-m", "torch.distributed.run", *rendezvous_args(nodes), "--nproc_per_node", nproc,
+                "-m", module, config_path]
     if runner == "deepspeed":
-        return [python, "-m", "deepspeed.launcher.runner", "--num_gpus", nproc, "--module", module, config_path]
+        launch = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", nproc]
+        if nodes > 1:  # no ssh: srun starts the runner on every node; its hostfile and node rank come from Slurm
+            launch += ["--num_nodes", str(nodes), "--hostfile", ShellVar("$DS_HOSTFILE"), "--no_ssh",
+                       "--node_rank", ShellVar("$SLURM_NODEID"), "--master_addr", ShellVar(f"${HEAD_NODE}"),
+                       "--master_port", ShellVar(f"${MASTER_PORT}")]
+        return [*launch, "--module", module, config_path]
     raise ValueError(f"unknown runner '{runner}' (known: {', '.join(RUNNERS)})")
+
+
+def per_task(argv: list[str]) -> bool:
+    """Whether argv reads variables that differ between the nodes of one job (SLURM_NODEID), so a
+    script must expand it in each task rather than once in the batch shell."""
+    return any(isinstance(a, ShellVar) and "SLURM_NODEID" in a for a in argv)

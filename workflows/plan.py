@@ -14,9 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from workflows.commands import stage_command
+from workflows.commands import resolve_resources, stage_command
 from workflows.data_check import check_pipeline_data
 from workflows.fingerprint import annotate
+from workflows.launch_checks import launch_problems
 from workflows.registry import MANAGED_TRAINER_KEYS, STAGE_TYPES, trl_fields
 
 CHECKPOINT = "checkpoint"  # the implicit node holding the pipeline's starting model
@@ -257,7 +258,7 @@ class _Planner:
             "trainer": dict(stage.get("trainer") or {}),
             "chat_template": self.cfg["model"].get("chat_template"),
             "tracking": self.tracking,
-            "resources": dict(stage["resources"]),
+            "resources": resolve_resources(stage["resources"], self.cfg["launcher"]),
         }
         policy = self.resolve_model_ref(name, "policy", stage["policy"])
         spec["policy"] = policy
@@ -291,7 +292,8 @@ class _Planner:
             "seed": self.cfg["seed"],
             "model": dict(model),
             "tracking": self.tracking,
-            "resources": {"runner": "python", "nodes": 1, "processes_per_node": 1},
+            "resources": {"runner": "python", "nodes": 1, "processes_per_node": 1, "gpus_per_node": 0,
+                          "time": self.cfg["launcher"].get("time")},
         }
 
     def build(self) -> Plan:
@@ -309,6 +311,7 @@ class _Planner:
             else:
                 specs[name] = self.stage_spec(name, stage)
         self.problems.extend(check_pipeline_data(specs, self.cfg))  # every row of every stage's data
+        self.problems.extend(launch_problems(self.cfg, self.stages, specs))  # resources, launcher, DeepSpeed
         if not self.stages:
             self.problems.append("the pipeline defines no stages (did you forget +pipeline=<name>?)")
         if cycle := _find_cycle(self.edges):

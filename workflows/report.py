@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workflows.commands import shell_join
 from workflows.plan import Plan, PlannedStage
 
 # Metrics worth a column in the console summary, in this order; everything is in summary.json.
@@ -18,7 +18,7 @@ HEADLINE_METRICS = ("train_loss", "eval_loss", "rewards/accuracies", "eval_rewar
 class StageResult:
     name: str
     type: str
-    status: str  # completed | cached | given | failed | skipped | interrupted
+    status: str  # completed | cached | given | failed | skipped | interrupted | submitted | cancelled
     output_dir: str
     inputs: dict[str, Any]
     wall_seconds: float = 0.0
@@ -67,7 +67,7 @@ def render_plan(plan: Plan) -> str:
         after = f"  after {', '.join(stage.upstream)}" if stage.upstream else ""
         lines.append(f"  {i}. {stage.name:<{width}}  [{stage.type}] {stage.reason} -- {_describe(stage)}{after}")
         if stage.command and stage.reason != "cached":  # a cached stage starts no process
-            lines.append(f"     $ {shlex.join(stage.command)}")
+            lines.append(f"     $ {shell_join(stage.command)}")
     return "\n".join(lines)
 
 

@@ -39,9 +39,11 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(BUSY_EXIT_CODE)
     print(render_plan(plan))
-    if cfg.dry_run:
-        return
     launcher = get_launcher(plan.config["launcher"]["name"])
+    if cfg.dry_run:
+        if hasattr(launcher, "dry_run"):  # e.g. the Slurm launcher prints its exact job scripts
+            print(launcher.dry_run(plan))
+        return
     try:
         results = launcher.run(plan)
     except KeyboardInterrupt:
@@ -49,7 +51,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(130)
     path = write_summary(plan, results)
     print(render_summary(results, path))
-    if any(r.status not in ("completed", "cached", "given") for r in results):
+    if any(r.status not in ("completed", "cached", "given", "submitted") for r in results):
         sys.exit(1)
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 from workflows.plan import Plan
 from workflows.report import StageResult
 
-LAUNCHERS = {"local": "workflows.launchers.local"}
+LAUNCHERS = {"local": "workflows.launchers.local", "slurm": "workflows.launchers.slurm"}
 
 
 class Launcher(Protocol):

@@ -25,19 +25,28 @@ DONE = ("completed", "cached", "given")
 INTERRUPTED_EXIT_CODE = 143  # a stage that saved a checkpoint on SIGTERM/USR1 (stages/interrupt.py)
 
 
+def default_stage_env() -> dict[str, str]:
+    """Variables every stage process gets unless the environment already sets them (any launcher)."""
+    return {
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        # One line per logging step comes from stages/common.py; progress bars would flood stage.log.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TQDM_DISABLE": "1",  # TRL's reference log-prob precompute bar
+        "PYTHONWARNINGS": "ignore::FutureWarning",
+        # DeepSpeed JIT-compiles small ops on first use (~30 s); compiled once per machine, not per run.
+        "TORCH_EXTENSIONS_DIR": os.path.join(os.path.expanduser("~"), ".cache", "posttrain", "torch_extensions"),
+    }
+
+
 def stage_env(plan: Plan) -> dict[str, str]:
     """The environment of a stage process: ours, plus what makes `python -m stages.x` importable."""
     env = dict(os.environ)
     if (ROOT / "stages").is_dir():  # a checkout: make `stages` importable from any working dir
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # One line per logging step comes from stages/common.py; progress bars would flood stage.log.
-    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    env.setdefault("TQDM_DISABLE", "1")  # TRL's reference log-prob precompute bar
-    env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "posttrain", "torch_extensions"))
+    for key, value in default_stage_env().items():
+        env.setdefault(key, value)
     env.update({k: str(v) for k, v in (plan.config["launcher"].get("env") or {}).items()})
     return env
 

@@ -1,0 +1,65 @@
+"""Multi-process details every stage shares: ranks under srun, DeepSpeed on CPU, ZeRO-3 LoRA merges.
+
+A stage runs as one process per device, started by torchrun, the deepspeed launcher, or Slurm's
+srun (one task per process, `resources.runner: srun`). The orchestrator never imports this.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def adopt_srun_ranks(spec: dict[str, Any]) -> None:
+    """runner=srun: Slurm started this process as one task of many; torch.distributed reads its rank
+    from RANK/WORLD_SIZE/LOCAL_RANK, the rendezvous from MASTER_ADDR/MASTER_PORT (the job script's)."""
+    if (spec.get("resources") or {}).get("runner") != "srun" or "SLURM_PROCID" not in os.environ:
+        return
+    tasks, nodes = int(os.environ.get("SLURM_NTASKS", "1")), int(os.environ.get("SLURM_NNODES", "1"))
+    os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
+    os.environ.setdefault("WORLD_SIZE", str(tasks))
+    os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    os.environ.setdefault("LOCAL_WORLD_SIZE", str(tasks // max(nodes, 1)))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+
+
+def init_deepspeed(spec: dict[str, Any]) -> None:
+    """Start DeepSpeed's process group before any model loads, when the stage uses DeepSpeed.
+
+    ZeRO-3 partitions weights while `from_pretrained` reads them (`zero.Init`), and checks its
+    batch size against the world size: both need the process group first. On GPU the Trainer's
+    accelerate state starts it with NCCL; on CPU nothing would, so gloo is started here.
+    """
+    if not spec.get("deepspeed"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+
+
+def zero3_enabled() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def merge_saved_adapter(spec: dict[str, Any], adapter_dir: str, model_dir: str) -> None:
+    """Under ZeRO-3 each rank holds a shard of every weight, so the live model cannot be merged:
+    merge the saved (gathered) adapter into a fresh full copy of the base model instead. Rank 0 only."""
+    from peft import PeftModel
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from stages.common import load_model
+
+    unset_hf_deepspeed_config()  # training is over: load the base whole, not partitioned
+    base = load_model(spec["policy"]["path"], spec, spec.get("revision"))
+    PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(model_dir)
