@@ -78,7 +78,7 @@ def load_stage_data(spec: dict[str, Any]) -> StageData:
     try:
         train = _group(data, "sources", settings, counter)
         evaluation = _group(data, "eval_sources", settings, counter)
-        fingerprints = {str(s["path"]): s.get("fingerprint") or dataset_fingerprint(s)
+        fingerprints = {str(s["path"]): dataset_fingerprint(s)
                         for s in (data.get("sources") or []) + (data.get("eval_sources") or [])}
     except (SourceError, OSError) as err:
         raise _fail(spec, [str(err)]) from None

@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workflows.data_files import BadRow, SourceError, dataset_fingerprint, is_hub_id, iter_rows, source_files
+from workflows.data_files import BadRow, SourceError, dataset_fingerprint, is_hub_id, iter_rows, save_file_hashes, \
+    source_files
 from workflows.data_formats import FORMATS, check_row, is_conversational, sft_common_shape, target_shape, \
     to_trainer_rows
+from workflows.hashing import cache_root
 from workflows.token_lengths import TokenCounter
 
 PLAN_SCAN_ROWS = 1_000_000  # rows per source the planner reads; the stage reads them all
@@ -185,7 +187,6 @@ def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, A
     lengths = iter(counter.lengths([r for _, trainer_rows in sample for r in trainer_rows]))
     trainer = TRAINERS.get(settings.stage_type, "the trainer")
     for number, trainer_rows in sample:
-        result.length_checked += 1
         measured = [(row, next(lengths)) for row in trainer_rows]
         refused = next((m for _, m in measured if isinstance(m, str)), None)
         if refused:
@@ -194,10 +195,11 @@ def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, A
         longest = max(full for _, (_, full) in measured)
         if any(settings.loss_start(row, prompt) >= limit for row, (prompt, _) in measured):
             prompt = max(prompt for _, (prompt, _) in measured)
-            result.add(number, f"the prompt alone is {prompt} tokens, max_length is {limit}: {trainer} would drop "
-                               "this row silently (no response token left); raise max_length or shorten the prompt",
+            result.add(number, f"the prompt alone fills max_length={limit} tokens: {trainer} would drop the row "
+                               "silently (no response token left); raise max_length or shorten the prompt",
                        f"{number} ({prompt} tokens)")
             continue
+        result.length_checked += 1
         if longest > limit:
             result.over_length += 1
             if result.longest is None or longest > result.longest[0]:
@@ -257,7 +259,7 @@ def display_path(path: str | Path) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("POSTTRAIN_CACHE_DIR") or Path.home() / ".cache" / "posttrain") / "data_check"
+    return cache_root() / "data_check"
 
 
 def _code_version() -> str:
@@ -300,7 +302,7 @@ def _check_local_source(source: dict[str, Any], fmt: str, settings: Settings, co
                         ) -> list[SourceCheck]:
     """Checks of a local source's files, from the cache when the content has not changed."""
     files = source_files(source)
-    fingerprint = source["fingerprint"]
+    fingerprint = dataset_fingerprint(source)
     key_data = [_code_version(), fingerprint, str(source["path"]), fmt, settings.__dict__ | {"stage": None},
                 counter.fingerprint if counter else None, PLAN_SCAN_ROWS, PLAN_LENGTH_SAMPLE]
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
@@ -339,7 +341,6 @@ def _check_group(name: str, spec: dict[str, Any], group: str, settings: Settings
             out.append(None)
             continue
         try:
-            source["fingerprint"] = dataset_fingerprint(source)
             if source_files(source) is None:
                 notes.append(f"{where}: hub dataset '{source['path']}' is not readable at plan time; "
                              f"{name} checks it before training" + ("" if source.get("revision") else
@@ -357,8 +358,12 @@ def _check_group(name: str, spec: dict[str, Any], group: str, settings: Settings
 
 
 def check_stage_data(name: str, spec: dict[str, Any], specs: dict[str, dict[str, Any]], cfg: dict[str, Any],
-                     accepted: tuple[str, ...]) -> list[str]:
-    """Check one stage's data; fill `spec['data']['check']` (counts and notes); return its problems."""
+                     accepted: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of one stage's data: what stops the plan, and what the plan shows under it.
+
+    Nothing is added to the spec: the stage fingerprint (workflows/fingerprint.py) already covers
+    the data's content, and derived counts would only make it noisier.
+    """
     from workflows.data_mix import plan_mixture
 
     data = spec["data"]
@@ -379,8 +384,9 @@ def check_stage_data(name: str, spec: dict[str, Any], specs: dict[str, dict[str,
                 problems.append(f"{prefix}.{group}[{i}].weight: {source['weight']} is negative")
             if source.get("max_rows") is not None and source["max_rows"] < 1:
                 problems.append(f"{prefix}.{group}[{i}].max_rows: {source['max_rows']} is not a positive count")
-    if problems or data.get("format") not in accepted:
-        return problems  # a wrong format makes every row look broken: report the config first
+    formats = {data.get("format")} | {s.get("format") for g in ("sources", "eval_sources") for s in data.get(g) or []}
+    if problems or data.get("format") not in accepted or not formats - {None} <= set(FORMATS):
+        return problems, notes  # a wrong format makes every row look broken: report the config first
 
     settings = Settings.from_spec(spec)
     tokenizer = pipeline_tokenizer(name, specs, cfg)
@@ -422,29 +428,21 @@ def check_stage_data(name: str, spec: dict[str, Any], specs: dict[str, dict[str,
         notes.append(f"{over_rows:,} of {valid:,} rows ({100 * over_rows / valid:.1f}%) are longer than "
                      f"max_length={settings.max_length} tokens{estimate}, longest {longest[0]} ({longest[2]} row "
                      f"{longest[1]}): {settings.truncation()}")
-    report: dict[str, Any] = {"invalid_rows": invalid, "dropped_rows": invalid if drop else 0,
-                              "over_length_rows": over_rows}
+    if drop and invalid:
+        notes.insert(0, f"dropping {invalid:,} invalid rows (on_invalid: drop)")
     if all(train) and train and not problems:
         sizes = [sum(c.valid for c in checks) for checks in train]
         sources = data["sources"]
         mixture = plan_mixture(sizes, [s.get("weight") for s in sources], [s.get("max_rows") for s in sources],
                                data["seed"], data.get("shuffle", True),
                                0.0 if data.get("eval_sources") else data.get("eval_fraction") or 0.0)
-        expand = 2 if spec["type"] == "kto" else 1  # a pair is two KTO rows
-        report["rows"] = sum(mixture.counts[i] * (expand if _is_pairs(s, data) else 1) for i, s in enumerate(sources))
         if any(s.get("weight") is not None or s.get("max_rows") is not None for s in sources):
             parts = [f"{display_path(s['path'])} {n:,} ({100 * n / max(1, sum(mixture.counts)):.0f}%)"
                      for s, n in zip(sources, mixture.counts)]
             notes.append(f"mixture of {sum(mixture.counts):,} rows: {', '.join(parts)}")
         if mixture.evaluation:
-            report["eval_rows"] = len(mixture.evaluation)
-    report["notes"] = notes
-    data["check"] = report
-    return problems
-
-
-def _is_pairs(source: dict[str, Any], data: dict[str, Any]) -> bool:
-    return (source.get("format") or data["format"]) == "preference"
+            notes.append(f"eval: {len(mixture.evaluation):,} rows held out (eval_fraction {data['eval_fraction']})")
+    return problems, notes
 
 
 def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], counter: TokenCounter | None
@@ -452,7 +450,7 @@ def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], coun
     """A stage's sources must agree on conversations vs plain strings; conversations need a template."""
     kinds = {(c.shape, c.conversational) for c in checks if c.conversational is not None}
     problems = []
-    agree = sft_common_shape(kinds) is not None if stage_type == "sft" else len({k for _, k in kinds}) <= 1
+    agree = len({k for _, k in kinds}) <= 1 or (stage_type == "sft" and sft_common_shape(kinds) is not None)
     if not agree:
         conv = ", ".join(c.label for c in checks if c.conversational)
         plain = ", ".join(c.label for c in checks if c.conversational is False)
@@ -464,15 +462,22 @@ def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], coun
     return problems
 
 
-def check_pipeline_data(specs: dict[str, dict[str, Any]], cfg: dict[str, Any]) -> list[str]:
-    """Every stage's data problems (the planner's hook); fills each spec's `data.check`."""
+def check_pipeline_data(specs: dict[str, dict[str, Any]], cfg: dict[str, Any]
+                        ) -> tuple[list[str], dict[str, list[str]]]:
+    """(problems, notes per stage) of every stage's data: the planner's hook."""
     from workflows.registry import STAGE_TYPES
 
     problems: list[str] = []
+    notes: dict[str, list[str]] = {}
     for name, spec in specs.items():
-        if spec.get("data") and spec["type"] in STAGE_TYPES:
-            problems.extend(check_stage_data(name, spec, specs, cfg, STAGE_TYPES[spec["type"]].data_formats))
-    return problems
+        stage_type = STAGE_TYPES.get(spec["type"])
+        # Training stages only: what a TRL trainer needs is known here; a stage that reads prompts
+        # (generate, onpolicy) may take rows without answers, and checks them itself.
+        if spec.get("data") and stage_type and stage_type.trl_config:
+            found, notes[name] = check_stage_data(name, spec, specs, cfg, stage_type.data_formats)
+            problems.extend(found)
+    save_file_hashes()
+    return problems, notes
 
 
 __all__ = ["FORMATS", "Settings", "SourceCheck", "check_source", "check_pipeline_data", "cross_source_duplicates",

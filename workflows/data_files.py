@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workflows.hashing import FileHashes
+
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # datasets' split keywords (datasets/data_files.py SPLIT_KEYWORDS) and the name separators around them.
 SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
@@ -168,7 +170,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield number, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 yield number, BadRow(f"not valid JSON ({err.msg} at column {err.colno})")
 
@@ -229,20 +231,20 @@ def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
     yield from reader(path)
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: FileHashes | None = None
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, remembered per (path, size, mtime) for this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _FILE_HASHES[key] = digest.hexdigest()
-    return _FILE_HASHES[key]
+    """sha256 of a file's bytes, from the cache shared with stage fingerprints (workflows/hashing.py)."""
+    global _HASHES
+    if _HASHES is None:
+        _HASHES = FileHashes()
+    return _HASHES.sha256(path)
+
+
+def save_file_hashes() -> None:
+    if _HASHES is not None:
+        _HASHES.save()
 
 
 def dataset_fingerprint(source: dict[str, Any]) -> str:

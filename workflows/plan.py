@@ -45,6 +45,7 @@ class PlannedStage:
     command: list[str]
     external: bool = False  # a model given by path/hub id: nothing to run
     reason: str = "new"  # why it runs (or `cached`), shown in the plan
+    notes: list[str] = field(default_factory=list)  # data-check findings (drops, truncation), shown in the plan
 
     @property
     def config_path(self) -> str:
@@ -310,7 +311,8 @@ class _Planner:
                 )
             else:
                 specs[name] = self.stage_spec(name, stage)
-        self.problems.extend(check_pipeline_data(specs, self.cfg))  # every row of every stage's data
+        data_problems, self.data_notes = check_pipeline_data(specs, self.cfg)  # every row of every stage's data
+        self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.cfg, self.stages, specs))  # resources, launcher, DeepSpeed
         if not self.stages:
             self.problems.append("the pipeline defines no stages (did you forget +pipeline=<name>?)")
@@ -335,7 +337,7 @@ class _Planner:
         module = STAGE_TYPES[spec["type"]].module
         command = [] if external else stage_command(spec["resources"], module, os.path.join(stage_dir, "stage.yaml"))
         return PlannedStage(name, spec["type"], ups, stage_dir, spec, command, external=external,
-                            reason="given" if external else "new")
+                            reason="given" if external else "new", notes=self.data_notes.get(name, []))
 
 
 def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:

@@ -68,6 +68,7 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"  {i}. {stage.name:<{width}}  [{stage.type}] {stage.reason} -- {_describe(stage)}{after}")
         if stage.command and stage.reason != "cached":  # a cached stage starts no process
             lines.append(f"     $ {shell_join(stage.command)}")
+            lines.extend(f"     data: {note}" for note in stage.notes)
     return "\n".join(lines)
 
 
@@ -87,6 +88,8 @@ def render_summary(results: list[StageResult], summary_path: str) -> str:
     for r in results:
         if r.reason and r.status not in ("completed", "cached", "given"):
             out.append(f"  {r.name}: {r.reason}")
+        if r.metrics.get("data/dropped_rows"):  # on_invalid: drop (stages/data.py)
+            out.append(f"  {r.name}: dropped {r.metrics['data/dropped_rows']:.0f} invalid data rows (see its stage.log)")
     out.append(f"Written to {summary_path}")
     return "\n".join(out)
 

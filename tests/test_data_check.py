@@ -1,0 +1,204 @@
+"""Plan-time data validation: every broken row is named by file, row and reason before any compute.
+
+tests/data/broken/ holds one problem per file; next to each, `<file>.expected` gives its format,
+optional overrides and the text the problem must contain.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from workflows.config import compose
+from workflows.data_check import display_path
+from workflows.plan import PlanError, build_plan
+
+BROKEN = sorted(p for p in (ROOT / "tests" / "data" / "broken").iterdir() if p.suffix in (".jsonl", ".json", ".csv"))
+STAGE_FOR_FORMAT = {"preference": ("sft_dpo", "dpo"), "unpaired_preference": ("sft_kto", "kto")}  # else sft
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Validation results are cached by content; a private cache keeps these tests independent."""
+    monkeypatch.setenv("POSTTRAIN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "posttrain_cache"))
+
+
+def problems(*overrides: str, pipeline: str = "sft_dpo") -> list[str]:
+    with pytest.raises(PlanError) as err:
+        build_plan(compose([f"+pipeline={pipeline}", *overrides]))
+    return err.value.problems
+
+
+def use(stage: str, path: Path | str, fmt: str) -> list[str]:
+    """Overrides that make `stage` train on one file of format `fmt`."""
+    return [f"stages.{stage}.data.format={fmt}", f"stages.{stage}.data.sources.0.path={path}",
+            f"stages.{stage}.data.eval_sources=[]"]
+
+
+def expected(path: Path) -> tuple[str, list[str], list[str]]:
+    fields: dict[str, list[str]] = {"format": [], "override": [], "expect": []}
+    for line in Path(f"{path}.expected").read_text().splitlines():
+        key, _, value = line.partition(": ")
+        fields[key].append(value)
+    return fields["format"][0], fields["override"], fields["expect"]
+
+
+def test_every_broken_file_has_its_expectation():
+    assert len(BROKEN) >= 20
+    assert all(Path(f"{p}.expected").is_file() for p in BROKEN)
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.name)
+def test_broken_file_is_rejected_with_its_file_row_and_reason(path):
+    fmt, overrides, expects = expected(path)
+    pipeline, stage = STAGE_FOR_FORMAT.get(fmt, ("sft_dpo", "sft"))
+    found = problems(*use(stage, path, fmt), *overrides, pipeline=pipeline)
+    assert len(found) == 1, found  # one problem per file, reported once
+    [message] = found
+    assert message.startswith(f"stages.{stage}.data: {display_path(path)} row"), message
+    for text in expects:
+        assert text in message, message
+    assert message.endswith(f"; fix the rows or set stages.{stage}.data.on_invalid=drop to skip them")
+
+
+def test_problems_of_every_stage_are_reported_at_once():
+    broken = ROOT / "tests" / "data" / "broken"
+    found = problems(*use("sft", broken / "text_empty.jsonl", "text"),
+                     *use("dpo", broken / "preference_identical.jsonl", "preference"),
+                     "stages.dpo.trainer.bta=0.2")
+    assert len(found) == 3
+    assert any("text_empty.jsonl row 2: 'text' is empty" in p for p in found)
+    assert any("preference_identical.jsonl row 1: 'chosen' and 'rejected' are identical" in p for p in found)
+    assert any(p.startswith("stages.dpo.trainer.bta") for p in found)
+
+
+def test_cli_stops_with_exit_code_2_and_no_traceback(tmp_path):
+    proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path / 'run'}",
+                   *use("dpo", ROOT / "tests/data/broken/preference_chosen_empty.jsonl", "preference"),
+                   env={"POSTTRAIN_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 2
+    assert "row 2: 'chosen' message 1 (assistant) is empty" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoint").exists()  # nothing ran
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def chat(user: str, assistant: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+@pytest.fixture
+def mostly_good(tmp_path) -> Path:
+    rows = [chat(f"copy: {w}", w) for w in ("ab", "cd", "ef", "gh", "ij", "kl")]
+    rows[1] = chat("copy: cd", "")  # empty answer
+    rows[3] = {"messages": [{"role": "bot", "content": "hi"}]}  # unknown role
+    rows.append(chat("copy: ab", "ab"))  # duplicate of row 1
+    return write_jsonl(tmp_path / "mostly_good.jsonl", rows)
+
+
+def test_drop_mode_plans_and_the_stage_drops_the_same_rows(mostly_good):
+    from stages.data import load_stage_data
+
+    plan = build_plan(compose(["+pipeline=sft_dpo", *use("sft", mostly_good, "messages"),
+                               "stages.sft.data.on_invalid=drop", "stages.sft.data.shuffle=false"]))
+    sft = plan.stage("sft")
+    assert sft.notes[0] == "dropping 3 invalid rows (on_invalid: drop)"
+    assert any("row 7 (= row 1): exact duplicate" in n for n in sft.notes)
+    spec = dict(sft.spec, tokenizer=str(ROOT / "stages/assets/tiny_tokenizer"))
+    loaded = load_stage_data(spec)
+    assert loaded.metrics["data/dropped_rows"] == 3 and loaded.metrics["data/rows"] == 4
+    kept = [row["messages"][0]["content"] for row in loaded.train]
+    assert kept == ["copy: ab", "copy: ef", "copy: ij", "copy: kl"]
+
+
+def test_the_stage_refuses_invalid_rows_in_error_mode(mostly_good):
+    from stages.data import load_stage_data
+
+    spec = {"name": "sft", "type": "sft", "trainer": {}, "tokenizer": None,
+            "data": {"format": "messages", "sources": [{"path": str(mostly_good)}], "seed": 0}}
+    with pytest.raises(SystemExit) as err:
+        load_stage_data(spec)
+    assert "[sft] data is not valid, found 3 problems" in str(err.value)
+    assert "mostly_good.jsonl row 2: 'messages' message 2 (assistant) is empty" in str(err.value)
+
+
+def test_duplicates_across_formats_and_eval_rows_seen_in_training(tmp_path):
+    alpaca = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "copy", "input": "xy", "output": "xy"},
+                                                 {"instruction": "len", "input": "abc", "output": "3"}])
+    messages = write_jsonl(tmp_path / "m.jsonl", [chat("copy\n\nxy", "xy"), chat("copy: zz", "zz")])
+    held_out = write_jsonl(tmp_path / "e.jsonl", [chat("copy: zz", "zz"), chat("copy: qq", "qq")])
+    found = problems("stages.sft.data.format=messages", f"stages.sft.data.sources=[{{path: {alpaca}, format: alpaca}},"
+                     f"{{path: {messages}}}]", f"stages.sft.data.eval_sources=[{{path: {held_out}}}]")
+    assert found == [
+        f"stages.sft.data: {display_path(messages)} row 1 (= {display_path(alpaca)} row 1): exact duplicate of a row "
+        "of another source; fix the rows or set stages.sft.data.on_invalid=drop to skip them",
+        f"stages.sft.data: {display_path(held_out)} row 1 (= {display_path(messages)} row 2): also in the training "
+        "data (eval would measure memorisation); fix the rows or set stages.sft.data.on_invalid=drop to skip them",
+    ]
+
+
+def test_a_stage_cannot_mix_conversations_with_plain_strings(tmp_path):
+    text = write_jsonl(tmp_path / "t.jsonl", [{"text": "Q: copy: ab\nA: ab"}])
+    found = problems("stages.sft.data.format=messages", "stages.sft.data.eval_sources=[]",
+                     f"stages.sft.data.sources=[{{path: {ROOT / 'data/formats/alpaca.jsonl'}, format: alpaca}},"
+                     f"{{path: {text}, format: text}}]")
+    assert len(found) == 1 and "mixes conversations" in found[0] and "t.jsonl" in found[0]
+
+
+def test_a_source_format_the_stage_does_not_take(tmp_path):
+    found = problems("stages.dpo.data.sources.0.format=messages")
+    assert found == ["stages.dpo.data.sources[0].format: a dpo stage takes preference data, not 'messages'"]
+
+
+def test_conversations_need_a_chat_template(tmp_path):
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(ROOT / "stages/assets/tiny_tokenizer", tokenizer)
+    (tokenizer / "chat_template.jinja").unlink()
+    found = problems(f"model.tokenizer={tokenizer}")
+    assert any("conversational data needs a chat template" in p and "model.chat_template" in p for p in found)
+    build_plan(compose(["+pipeline=sft_dpo", f"model.tokenizer={tokenizer}",  # a template given in config suffices
+                        f"model.chat_template={ROOT / 'stages/assets/tiny_tokenizer/chat_template.jinja'}"]))
+
+
+def test_long_rows_are_counted_and_the_truncation_explained():
+    plan = build_plan(compose(["+pipeline=sft_dpo_kto", "stages.sft.trainer.max_length=18",
+                               "stages.dpo.trainer.max_length=20", "stages.kto.trainer.max_length=18"]))
+    sft, dpo, kto = (" ".join(plan.stage(n).notes) for n in ("sft", "dpo", "kto"))
+    assert "are longer than max_length=18 tokens" in sft
+    assert "SFTTrainer truncates them to the first 18 tokens, so the end of the response" in sft
+    assert "DPOTrainer truncates prompt+chosen and prompt+rejected to the first 20 tokens" in dpo
+    assert "KTOTrainer truncates prompt+completion to the first 18 tokens" in kto
+
+
+def test_hub_sources_and_hub_tokenizers_are_named_not_guessed():
+    plan = build_plan(compose(["+pipeline=sft_dpo", "stages.dpo.data.sources.0.path=someorg/some-prefs",
+                               "stages.dpo.data.eval_sources=[]"]))
+    [note] = plan.stage("dpo").notes
+    assert "hub dataset 'someorg/some-prefs' is not readable at plan time; dpo checks it before training" in note
+    assert "pin `revision`" in note
+    plan = build_plan(compose(["+pipeline=sft_dpo", "model=hf", "model.name_or_path=someorg/some-model"]))
+    assert "length check skipped: tokenizer 'someorg/some-model' is not a local folder" in plan.stage("sft").notes[0]
+
+
+def test_validation_is_cached_by_content(tmp_path, monkeypatch):
+    import workflows.data_check as data_check
+
+    source = write_jsonl(tmp_path / "s.jsonl", [chat(f"copy: {w}", w) for w in ("ab", "cd")])
+    reads = []
+    real = data_check.iter_rows
+    monkeypatch.setattr(data_check, "iter_rows", lambda path: reads.append(path) or real(path))
+    overrides = ["+pipeline=sft_dpo", *use("sft", source, "messages")]
+    build_plan(compose(overrides))
+    build_plan(compose(overrides))
+    assert reads == [source]  # the second plan read nothing
+    write_jsonl(source, [chat("copy: ab", "ab"), chat("copy: cd", "")])
+    with pytest.raises(PlanError, match="row 2: 'messages' message 2 \\(assistant\\) is empty"):
+        build_plan(compose(overrides))
