@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from stages.distributed import adopt_srun_ranks, merge_saved_adapter, zero3_enabled
+from stages.distributed import adopt_srun_ranks, gathered_digest, merge_saved_adapter, partitioned, zero3_enabled
 
 MANIFEST = "manifest.json"
 
@@ -129,6 +129,8 @@ def weights_digest(named_tensors: Any) -> str:
 
 
 def model_digest(model: Any) -> str:
+    if partitioned(model):  # ZeRO-3: this rank holds shards only
+        return gathered_digest(model)
     return weights_digest(model.named_parameters())
 
 

@@ -63,3 +63,23 @@ def merge_saved_adapter(spec: dict[str, Any], adapter_dir: str, model_dir: str) 
     unset_hf_deepspeed_config()  # training is over: load the base whole, not partitioned
     base = load_model(spec["policy"]["path"], spec, spec.get("revision"))
     PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(model_dir)
+
+
+def partitioned(model: Any) -> bool:
+    """Whether ZeRO-3 split this model's weights across ranks (each rank sees empty placeholders)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def gathered_digest(model: Any) -> str:
+    """stages.common.weights_digest of a ZeRO-3 model, each weight gathered in turn so memory holds
+    one full weight at a time. Collective: every rank must call it."""
+    import hashlib
+
+    import deepspeed
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        with deepspeed.zero.GatheredParameters([param]):
+            digest.update(name.encode())
+            digest.update(param.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -105,7 +105,8 @@ def stage_command(resources: dict[str, Any], module: str, config_path: str, pyth
         return [python, "-m", "torch.distributed.run", *rendezvous_args(nodes), "--nproc_per_node", nproc,
                 "-m", module, config_path]
     if runner == "deepspeed":
-        launch = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", nproc]
+        # --no_local_rank: the stage reads LOCAL_RANK from the environment, not a --local_rank argument
+        launch = [python, "-m", "deepspeed.launcher.runner", "--no_local_rank", "--num_gpus", nproc]
         if nodes > 1:  # no ssh: srun starts the runner on every node; its hostfile and node rank come from Slurm
             launch += ["--num_nodes", str(nodes), "--hostfile", ShellVar("$DS_HOSTFILE"), "--no_ssh",
                        "--node_rank", ShellVar("$SLURM_NODEID"), "--master_addr", ShellVar(f"${HEAD_NODE}"),

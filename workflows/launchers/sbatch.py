@@ -193,6 +193,7 @@ def _exports(plan: Plan, stage: PlannedStage) -> list[str]:
         lines.append(f'export PYTHONPATH={shell_quote(str(ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"')
     defaults = default_stage_env()
     if container.get("image"):  # the image's paths, handed over by apptainer --env / pyxis --container-env
+        defaults.pop("TORCH_EXTENSIONS_DIR")  # a host path; the image sets its own unless bound below
         defaults.update(_container_env(plan))
     for key, value in defaults.items():
         if container.get("image") and key in _container_env(plan):
@@ -237,7 +238,7 @@ def render(plan: Plan, stage: PlannedStage, upstream_jobs: list[str] | None = No
            "# submitted as: " + " ".join(submit_argv(shell_quote(script_path(stage)),
                                                      [f"<job of {u}>" for u in upstream_jobs or []])),
            *_sbatch_options(plan, stage),
-           "set -euo pipefail", ""]
+           "set -eo pipefail  # no -u: module and conda activation scripts read unset variables", ""]
     setup = plan.config["launcher"].get("setup") or []
     if setup:
         out += ["# launcher.setup", *[str(line) for line in setup], ""]
