@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from stages.distributed import adopt_srun_ranks, gathered_digest, merge_saved_adapter, partitioned, zero3_enabled
+from workflows.gates import enforce as enforce_gate
 
 MANIFEST = "manifest.json"
 
@@ -30,6 +31,7 @@ def load_spec(argv: list[str] | None = None) -> dict[str, Any]:
     with open(argv[0]) as f:
         spec = yaml.safe_load(f)
     adopt_srun_ranks(spec)  # runner=srun: this process's rank comes from its Slurm task id
+    enforce_gate(spec)  # a failed gate (workflows/gates.py) exits here, on any launcher
     return spec
 
 

@@ -131,7 +131,12 @@ def _content(prompt: str) -> str:
     return prompt.split(": ", 1)[1] if ": " in prompt else prompt
 
 
+SOLVERS: dict[str, Callable[[str], str]] = {}  # task name -> its answer from the prompt's content (`solve`)
+
+
 def _mk(name: str, gen: Callable[[random.Random], str], solve: Callable[[str], str]):
+    SOLVERS[name] = solve
+
     def make(rng: random.Random) -> tuple[str, str]:
         x = gen(rng)
         return f"{name}: {x}", solve(x)
@@ -242,6 +247,19 @@ def check(task: str, prompt: str, answer: str, output: str) -> bool:
     if t is None:
         return norm(output) == norm(answer)
     return t.check(prompt, answer, output)
+
+
+def solve(prompt: str) -> str | None:
+    """The reference answer of any prompt of a demo task (``reverse: abcd`` -> ``dcba``), e.g. one a teacher
+    model wrote; None when no demo task can answer it (unknown keyword, malformed content)."""
+    task = task_of(prompt)
+    if task not in SOLVERS or ": " not in prompt:
+        return None
+    try:
+        answer = SOLVERS[task](_content(prompt).strip())
+    except (ValueError, IndexError, TypeError):
+        return None
+    return answer if answer.strip() else None
 
 
 def corrupt(task: str, rng: random.Random, prompt: str, answer: str) -> str:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from workflows.commands import resolve_resources, stage_command
 from workflows.data_check import check_pipeline_data
+from workflows.eval_plan import extra_spec, link_specs
 from workflows.fingerprint import annotate
 from workflows.launch_checks import launch_problems
 from workflows.registry import MANAGED_TRAINER_KEYS, STAGE_TYPES, trl_fields
@@ -261,7 +262,7 @@ class _Planner:
             "tracking": self.tracking,
             "resources": resolve_resources(stage["resources"], self.cfg["launcher"]),
         }
-        policy = self.resolve_model_ref(name, "policy", stage["policy"])
+        policy = self.resolve_model_ref(name, "policy", stage["policy"]) if stype.uses_policy else None
         spec["policy"] = policy
         spec["tokenizer"] = policy["path"] if policy else None
         if policy and policy["ref"] == CHECKPOINT and self.checkpoint_external():
@@ -281,6 +282,7 @@ class _Planner:
         spec["deepspeed"] = (deepspeed if deepspeed is not None else self.cfg["deepspeed"]) or None
         if stype.trl_config:
             self.problems.extend(_trainer_problems(name, stype.trl_config, spec["trainer"]))
+        spec.update(extra_spec(self, name, stage))  # gate; eval/generate/onpolicy settings (workflows/eval_plan.py)
         return spec
 
     def checkpoint_spec(self) -> dict[str, Any]:
@@ -311,6 +313,7 @@ class _Planner:
                 )
             else:
                 specs[name] = self.stage_spec(name, stage)
+        link_specs(self, specs)  # inputs come from stages that make them; evaluated models get their reference
         data_problems, self.data_notes = check_pipeline_data(specs, self.cfg)  # every row of every stage's data
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.cfg, self.stages, specs))  # resources, launcher, DeepSpeed

@@ -15,9 +15,13 @@ class StageType:
     trl_config: str | None  # the TRL config class its `trainer` keys belong to
     trains: bool  # produces new weights from `policy`
     uses_reference: bool  # has a frozen reference model (dpo, kto)
+    uses_policy: bool = True  # starts from `policy` (eval measures `models`; generate has a teacher)
+    output: str = "model"  # what later stages can use: model (<stage>/model) | dataset (<stage>/dataset) | metrics
 
 
 SFT_FORMATS = ("messages", "prompt_completion", "text", "alpaca", "sharegpt")
+# Rows with a user prompt and, optionally, a reference answer (the last assistant turn, `completion`, `chosen`).
+PROMPT_FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt", "preference")
 
 STAGE_TYPES: dict[str, StageType] = {
     "checkpoint": StageType("stages.checkpoint", (), None, trains=False, uses_reference=False),
@@ -27,6 +31,15 @@ STAGE_TYPES: dict[str, StageType] = {
     "kto": StageType(
         "stages.kto", ("unpaired_preference", "preference"), "KTOConfig", trains=True, uses_reference=True
     ),
+    # Measures `models` on held-out data: task accuracy, preference accuracy, perplexity.
+    "eval": StageType("stages.eval", (), None, trains=False, uses_reference=False, uses_policy=False,
+                      output="metrics"),
+    # A teacher writes instructions and responses from seed tasks (`data`); a verifier filters them.
+    "generate": StageType("stages.generate", PROMPT_FORMATS, None, trains=False, uses_reference=False,
+                          uses_policy=False, output="dataset"),
+    # `policy` samples k responses per prompt (`data`); verified samples become preference pairs.
+    "onpolicy": StageType("stages.onpolicy", PROMPT_FORMATS, None, trains=False, uses_reference=False,
+                          output="dataset"),
 }
 
 # Trainer keys posttrain sets itself; a user value would silently fight the orchestrator.

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workflows.commands import shell_join
+from workflows.eval_report import eval_tables, extra_description, extra_inputs
 from workflows.plan import Plan, PlannedStage
 
 # Metrics worth a column in the console summary, in this order; everything is in summary.json.
@@ -39,6 +40,7 @@ def stage_inputs(stage: PlannedStage) -> dict[str, Any]:
         inputs["eval_datasets"] = [s["path"] for s in spec["data"].get("eval_sources", [])]
     if spec["type"] == "checkpoint":
         inputs["model"] = spec["model"].get("name_or_path") or f"built from config ({spec['model']['architecture']})"
+    inputs.update(extra_inputs(spec))  # models an eval measures, a generate stage's teacher
     return inputs
 
 
@@ -47,7 +49,7 @@ def _describe(stage: PlannedStage) -> str:
     if stage.type == "checkpoint":
         model = spec["model"]
         return f"model {model['name_or_path']}" if stage.external else f"build {model['architecture']} from config"
-    parts = [f"policy={spec['policy']['ref']}"]
+    parts = [f"policy={spec['policy']['ref']}"] if spec.get("policy") else []  # eval and generate have none
     if spec.get("reference"):
         parts.append(f"reference={spec['reference']['ref']}")
     if spec.get("data"):
@@ -57,6 +59,7 @@ def _describe(stage: PlannedStage) -> str:
         parts.append(f"peft={spec['peft']['method']}")
     if spec.get("deepspeed"):
         parts.append(f"zero{spec['deepspeed'].get('zero_optimization', {}).get('stage', '?')}")
+    parts += extra_description(spec)  # models, teacher, gate (workflows/eval_report.py)
     return "  ".join(parts)
 
 
@@ -90,6 +93,7 @@ def render_summary(results: list[StageResult], summary_path: str) -> str:
             out.append(f"  {r.name}: {r.reason}")
         if r.metrics.get("data/dropped_rows"):  # on_invalid: drop (stages/data.py)
             out.append(f"  {r.name}: dropped {r.metrics['data/dropped_rows']:.0f} invalid data rows (see its stage.log)")
+    out.extend(eval_tables(results))  # each eval stage's models side by side
     out.append(f"Written to {summary_path}")
     return "\n".join(out)
 

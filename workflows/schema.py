@@ -83,8 +83,76 @@ class ResourcesConfig:
 
 
 @dataclass
+class GateConfig:
+    """Run a stage only when an upstream stage's metric is in bounds (workflows/gates.py)."""
+
+    metric: str | None = None  # <stage>/<metric key>, e.g. sft_eval/sft/accuracy; null = no gate
+    min: float | None = None  # the stage runs when metric >= min ...
+    max: float | None = None  # ... and metric <= max
+
+
+@dataclass
+class EvalConfig:
+    """What an `eval` stage measures (stages/eval.py) for each of the stage's `models`."""
+
+    tasks: str | None = None  # held-out prompts with checkable answers (JSONL: prompt, answer, task?, seen?)
+    pairs: str | None = None  # held-out preference pairs (JSONL: prompt?, chosen, rejected)
+    max_rows: int | None = None  # a seeded sample of this many rows of each file; null = all
+    checker: dict[str, Any] = field(default_factory=lambda: {"_target_": "stages.demo_tasks.check"})  # +kwargs
+    max_new_tokens: int = 24  # greedy generation length per answer
+    batch_size: int = 64
+    max_length: int = 256  # prompt + response tokens scored for preference accuracy and perplexity
+
+
+@dataclass
+class TeacherConfig:
+    """A model that writes text: run locally with transformers, or behind an OpenAI-compatible endpoint."""
+
+    model: str | None = None  # local: a stage name, `checkpoint`, a dir or hub id; endpoint: the served name
+    endpoint: str | None = None  # base URL of an OpenAI-compatible API (http://host:8000/v1); null = local
+    api_key_env: str | None = None  # NAME of the environment variable that holds the API key (never the key)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 64  # local: prompts per generate() call; endpoint: requests in flight
+    timeout: float = 60.0  # endpoint: seconds per request
+    max_retries: int = 3  # endpoint: retries of a failed request (429, 5xx, connection), with backoff
+
+
+@dataclass
+class GenerateConfig:
+    """Synthetic instruction data from seed tasks (stages/generate.py); `data` holds the seeds."""
+
+    mode: str = "self_instruct"  # self_instruct: new instructions from seed examples | distill: answer the seeds
+    num_instructions: int = 64  # self_instruct: new instructions to ask for
+    examples_per_request: int = 4  # self_instruct: seed instructions shown in each request
+    instructions_per_request: int = 8  # self_instruct: new instructions asked for in each request
+    responses_per_prompt: int = 1  # distill: responses sampled per seed prompt
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    verifier: dict[str, Any] = field(default_factory=lambda: {"_target_": "stages.verifiers.demo_check"})
+    # A judge model instead of the program `verifier` (asked yes/no); used when it has a model or endpoint.
+    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(temperature=0.0, max_new_tokens=4))
+    dedup_threshold: float = 0.85  # character n-gram Jaccard of two instructions above which one is dropped
+    ngram: int = 3
+
+
+@dataclass
+class OnPolicyConfig:
+    """Preference pairs from the policy's own samples, scored by a verifier (stages/onpolicy.py)."""
+
+    samples_per_prompt: int = 4  # k responses sampled per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 24
+    batch_size: int = 64
+    verifier: dict[str, Any] = field(default_factory=lambda: {"_target_": "stages.verifiers.demo_check"})
+    reference_fallback: bool = True  # no correct sample: `chosen` = the row's reference answer (else no pair)
+
+
+@dataclass
 class StageConfig:
-    """One node of the DAG. Edges come from `policy`, `reference` and data `stage` references."""
+    """One node of the DAG. Edges come from `policy`, `reference`, data `stage` references, `models`,
+    a teacher and a `gate`."""
 
     type: str = MISSING  # a key of workflows.registry.STAGE_TYPES
     policy: str = "checkpoint"  # the model this stage starts from: a stage name, `checkpoint`, a dir or hub id
@@ -95,6 +163,59 @@ class StageConfig:
     deepspeed: dict[str, Any] | None = None  # null = the pipeline-wide `deepspeed` group
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     enabled: bool = True  # false drops the stage (and refuses stages that need it)
+    gate: GateConfig = field(default_factory=GateConfig)  # run only when an upstream metric is in bounds
+    models: list[str] = field(default_factory=list)  # eval: the models measured (stage names, dirs, hub ids)
+    eval: EvalConfig | None = None  # eval stages' settings (conf/stage/eval.yaml)
+    generate: GenerateConfig | None = None  # generate stages' settings (conf/stage/generate.yaml)
+    onpolicy: OnPolicyConfig | None = None  # onpolicy stages' settings (conf/stage/onpolicy.yaml)
+
+
+@dataclass
+class ContainerConfig:
+    """The image every stage of a Slurm job runs in (docker/README.md); `image: null` = none."""
+
+    image: str | None = None  # apptainer: a .sif or docker://ref; pyxis: registry#image:tag or a .sqsh
+    runtime: str = "apptainer"  # apptainer (`apptainer exec --nv`) | pyxis (`srun --container-image`)
+    python: str = "python"  # the interpreter inside the image
+    hf_cache: str | None = "~/.cache/huggingface"  # host dir bound at the image's HF_HOME (/cache/huggingface)
+    torch_extensions: str | None = "~/.cache/posttrain/torch_extensions"  # bound at /cache/torch_extensions
+    mounts: list[str] = field(default_factory=list)  # more binds, `host[:container[:ro]]`
+    mount_code: bool = False  # run this checkout's code (bound at its own path) instead of the image's
+    args: list[str] = field(default_factory=list)  # extra flags for `apptainer exec` or pyxis' srun
+
+
+@dataclass
+class LauncherConfig:
+    """Where stages run. Scheduler settings (partition ... poll_seconds) are for launcher=slurm."""
+
+    name: str = "local"  # local | slurm
+    stream_logs: bool = True  # echo stage output on the console (always written to stage.log)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every stage process
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None  # default wall time of a stage's job; stages.<name>.resources.time wins
+    gpus_per_node: int = 0  # default for stages whose resources.gpus_per_node is null
+    cpus_per_task: int | None = None  # per srun task: one task per node (torchrun), or per process (srun)
+    mem: str | None = None  # per node, e.g. 200G; "0" = all of it
+    constraint: str | None = None  # node features, e.g. "h100|a100"
+    job_name_prefix: str = "posttrain"  # jobs are named <prefix>-<pipeline>-<stage>
+    output: str = "{stage_dir}/stage.log"  # job log (appended); {stage_dir} {stage} {run_dir} {pipeline}, Slurm's %j %x
+    extra_sbatch: list[str] = field(default_factory=list)  # more #SBATCH options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)  # shell lines run before the stage (module load, activate)
+    python: str | None = None  # the interpreter on the nodes; null = the submitting one (a shared filesystem)
+    container: ContainerConfig = field(default_factory=ContainerConfig)
+    wait: bool = False  # follow the submitted jobs to the end and print the summary
+    poll_seconds: float = 10.0  # how often `wait` asks Slurm
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking. `backend: none` turns it off."""
+
+    backend: str = "mlflow"  # mlflow | none
+    uri: str = "sqlite:///mlflow.db"  # a local SQLite store (relative to the working dir) or http://host:port
+    experiment: str | None = None  # null = the pipeline's name
 
 
 @dataclass

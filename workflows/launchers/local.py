@@ -15,6 +15,7 @@ from collections import deque
 
 import yaml
 
+from workflows import gates
 from workflows.fingerprint import prepare_stage_dir
 from workflows.lock import held_fds
 from workflows.paths import ROOT
@@ -131,6 +132,9 @@ def run(plan: Plan) -> list[StageResult]:
         if blocked:
             results[stage.name] = StageResult(stage.name, stage.type, "skipped", stage.spec["model_dir"],
                                               stage_inputs(stage), reason=f"upstream '{blocked[0]}' {results[blocked[0]].status}")
+            continue
+        if gated := gates.stop(stage, results):  # an upstream metric is out of the stage's gate bounds
+            results[stage.name] = gated
             continue
         results[stage.name] = run_stage(plan, stage, env)
     return list(results.values())
