@@ -32,6 +32,9 @@ def load_spec(argv: list[str] | None = None) -> dict[str, Any]:
         spec = yaml.safe_load(f)
     adopt_srun_ranks(spec)  # runner=srun: this process's rank comes from its Slurm task id
     enforce_gate(spec)  # a failed gate (workflows/gates.py) exits here, on any launcher
+    from stages.tracking import attach
+
+    attach(spec)  # rank 0 logs into this stage's MLflow run and ends it with a true status
     return spec
 
 
@@ -71,13 +74,9 @@ def trl_args(config_cls: type, spec: dict[str, Any], **stage_defaults: Any) -> A
     kwargs["output_dir"] = str(stage_dir / "checkpoints")
     kwargs.setdefault("run_name", spec["name"])
     kwargs.setdefault("seed", spec["seed"])
-    tracking = spec.get("tracking") or {}
-    if tracking.get("backend") == "mlflow":
-        kwargs.setdefault("report_to", ["mlflow"])
-        os.environ.setdefault("MLFLOW_TRACKING_URI", tracking["uri"])
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", tracking["experiment"])
-    else:
-        kwargs.setdefault("report_to", "none")
+    from stages.tracking import report_to
+
+    kwargs.setdefault("report_to", report_to(spec))  # rank 0 opens the stage's MLflow run first
     if spec.get("deepspeed"):
         from stages.distributed import init_deepspeed
 

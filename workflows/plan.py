@@ -175,6 +175,12 @@ class _Planner:
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             tracking["uri"] = "sqlite:///" + _absolute(uri[len("sqlite:///"):])
         tracking["experiment"] = tracking.get("experiment") or self.cfg["name"]
+        if tracking.get("backend") != "mlflow":
+            self.problems.append(f"tracking.backend: '{tracking.get('backend')}' is not one of mlflow, none")
+        register, names = tracking.get("register"), [*self.stages, CHECKPOINT]
+        if register and register not in names:
+            self.problems.append(f"tracking.register: '{register}' is not a stage of this pipeline "
+                                 f"(stages: {', '.join(names)}){_suggest(register, names)}")
         return tracking
 
     def model_dir(self, stage: str) -> str:

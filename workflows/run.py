@@ -44,12 +44,19 @@ def main(cfg: DictConfig) -> None:
         if hasattr(launcher, "dry_run"):  # e.g. the Slurm launcher prints its exact job scripts
             print(launcher.dry_run(plan))
         return
+    from workflows.tracking import TrackingError, tracked
+
     try:
-        results = launcher.run(plan)
+        with tracked(plan) as tracker:  # checks the MLflow store first; ends every run with its true status
+            results = launcher.run(plan, tracker)
+            path = write_summary(plan, results)
+            tracker.log_summary(path)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
         sys.exit(130)
-    path = write_summary(plan, results)
     print(render_summary(results, path))
     if any(r.status not in ("completed", "cached", "given", "submitted") for r in results):
         sys.exit(1)

@@ -216,54 +216,8 @@ class TrackingConfig:
     backend: str = "mlflow"  # mlflow | none
     uri: str = "sqlite:///mlflow.db"  # a local SQLite store (relative to the working dir) or http://host:port
     experiment: str | None = None  # null = the pipeline's name
-
-
-@dataclass
-class ContainerConfig:
-    """The image every stage of a Slurm job runs in (docker/README.md); `image: null` = none."""
-
-    image: str | None = None  # apptainer: a .sif or docker://ref; pyxis: registry#image:tag or a .sqsh
-    runtime: str = "apptainer"  # apptainer (`apptainer exec --nv`) | pyxis (`srun --container-image`)
-    python: str = "python"  # the interpreter inside the image
-    hf_cache: str | None = "~/.cache/huggingface"  # host dir bound at the image's HF_HOME (/cache/huggingface)
-    torch_extensions: str | None = "~/.cache/posttrain/torch_extensions"  # bound at /cache/torch_extensions
-    mounts: list[str] = field(default_factory=list)  # more binds, `host[:container[:ro]]`
-    mount_code: bool = False  # run this checkout's code (bound at its own path) instead of the image's
-    args: list[str] = field(default_factory=list)  # extra flags for `apptainer exec` or pyxis' srun
-
-
-@dataclass
-class LauncherConfig:
-    """Where stages run. Scheduler settings (partition ... poll_seconds) are for launcher=slurm."""
-
-    name: str = "local"  # local | slurm
-    stream_logs: bool = True  # echo stage output on the console (always written to stage.log)
-    env: dict[str, str] = field(default_factory=dict)  # extra environment for every stage process
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time: str | None = None  # default wall time of a stage's job; stages.<name>.resources.time wins
-    gpus_per_node: int = 0  # default for stages whose resources.gpus_per_node is null
-    cpus_per_task: int | None = None  # per srun task: one task per node (torchrun), or per process (srun)
-    mem: str | None = None  # per node, e.g. 200G; "0" = all of it
-    constraint: str | None = None  # node features, e.g. "h100|a100"
-    job_name_prefix: str = "posttrain"  # jobs are named <prefix>-<pipeline>-<stage>
-    output: str = "{stage_dir}/stage.log"  # job log (appended); {stage_dir} {stage} {run_dir} {pipeline}, Slurm's %j %x
-    extra_sbatch: list[str] = field(default_factory=list)  # more #SBATCH options, e.g. ["--exclusive"]
-    setup: list[str] = field(default_factory=list)  # shell lines run before the stage (module load, activate)
-    python: str | None = None  # the interpreter on the nodes; null = the submitting one (a shared filesystem)
-    container: ContainerConfig = field(default_factory=ContainerConfig)
-    wait: bool = False  # follow the submitted jobs to the end and print the summary
-    poll_seconds: float = 10.0  # how often `wait` asks Slurm
-
-
-@dataclass
-class TrackingConfig:
-    """Experiment tracking. `backend: none` turns it off."""
-
-    backend: str = "mlflow"  # mlflow | none
-    uri: str = "sqlite:///mlflow.db"  # a local SQLite store (relative to the working dir) or http://host:port
-    experiment: str | None = None  # null = the pipeline's name
+    register: str | None = None  # a stage name: register its final model in the MLflow model registry
+    registered_model: str | None = None  # the registered model's name; null = <pipeline>-<stage>
 
 
 @dataclass

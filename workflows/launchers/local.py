@@ -21,6 +21,7 @@ from workflows.lock import held_fds
 from workflows.paths import ROOT
 from workflows.plan import Plan, PlannedStage
 from workflows.report import StageResult, stage_inputs
+from workflows.tracking import NullTracker, Tracker
 
 DONE = ("completed", "cached", "given")
 INTERRUPTED_EXIT_CODE = 143  # a stage that saved a checkpoint on SIGTERM/USR1 (stages/interrupt.py)
@@ -115,8 +116,9 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResu
     return result
 
 
-def run(plan: Plan) -> list[StageResult]:
+def run(plan: Plan, tracker: Tracker | None = None) -> list[StageResult]:
     env = stage_env(plan)
+    tracker = tracker or NullTracker()
     results: dict[str, StageResult] = {}
     for stage in plan.stages:
         if stage.external:
@@ -127,14 +129,18 @@ def run(plan: Plan) -> list[StageResult]:
             manifest = read_manifest(stage) or {}
             results[stage.name] = StageResult(stage.name, stage.type, "cached", stage.spec["model_dir"],
                                               stage_inputs(stage), metrics=manifest.get("metrics", {}))
+            tracker.on_stage_end(stage, results[stage.name])
             continue
         blocked = [u for u in stage.upstream if results[u].status not in DONE]
         if blocked:
             results[stage.name] = StageResult(stage.name, stage.type, "skipped", stage.spec["model_dir"],
                                               stage_inputs(stage), reason=f"upstream '{blocked[0]}' {results[blocked[0]].status}")
+            tracker.on_stage_end(stage, results[stage.name])
             continue
         if gated := gates.stop(stage, results):  # an upstream metric is out of the stage's gate bounds
             results[stage.name] = gated
+            tracker.on_stage_end(stage, gated)
             continue
-        results[stage.name] = run_stage(plan, stage, env)
+        results[stage.name] = run_stage(plan, stage, {**env, **tracker.on_stage_start(stage)})
+        tracker.on_stage_end(stage, results[stage.name])
     return list(results.values())
