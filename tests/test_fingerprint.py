@@ -37,13 +37,16 @@ def data(tmp_path) -> Path:
     return folder
 
 
-def plan_for(run_dir: Path, data: Path, *overrides: str, pipeline: str = "sft_dpo_kto") -> Plan:
+# checkpoint -> sft -> {dpo, kto}, whatever stages the shipped pipelines gain
+BRANCHES = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "+pipeline=branches"]
+
+
+def plan_for(run_dir: Path, data: Path, *overrides: str) -> Plan:
     return build_plan(compose([
-        f"+pipeline={pipeline}", f"run_dir={run_dir}", "tracking=none",
+        *BRANCHES, f"run_dir={run_dir}", "tracking=none",
         f"stages.sft.data.sources.0.path={data / 'sft.jsonl'}", "stages.sft.data.eval_sources=[]",
         f"stages.dpo.data.sources.0.path={data / 'prefs.jsonl'}", "stages.dpo.data.eval_sources=[]",
-        *([f"stages.kto.data.sources.0.path={data / 'kto.jsonl'}", "stages.kto.data.eval_sources=[]"]
-          if pipeline == "sft_dpo_kto" else []),
+        f"stages.kto.data.sources.0.path={data / 'kto.jsonl'}", "stages.kto.data.eval_sources=[]",
         *overrides,
     ]))
 
@@ -173,9 +176,9 @@ def test_force_names_are_checked(tmp_path, data):
 
 
 def test_cli_force_all_and_unknown_force(tmp_path):
-    proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "dry_run=true", "force=all")
-    assert proc.returncode == 0 and proc.stdout.count("] forced --") == 3, proc.stdout + proc.stderr
-    proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "dry_run=true", "force=dppo")
+    proc = run_cli(*BRANCHES, f"run_dir={tmp_path}", "dry_run=true", "force=all")
+    assert proc.returncode == 0 and proc.stdout.count("] forced --") == 4, proc.stdout + proc.stderr
+    proc = run_cli(*BRANCHES, f"run_dir={tmp_path}", "dry_run=true", "force=dppo")
     assert proc.returncode == 2 and "force: 'dppo' is not a stage" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -236,7 +239,7 @@ def test_checkpoints_of_another_config_are_never_resumed(tmp_path, data):
 def test_dry_run_prints_reasons(tmp_path, data):
     run_dir = tmp_path / "r"
     finish(plan_for(run_dir, data))
-    proc = run_cli("+pipeline=sft_dpo_kto", f"run_dir={run_dir}", "tracking=none", "dry_run=true",
+    proc = run_cli(*BRANCHES, f"run_dir={run_dir}", "tracking=none", "dry_run=true",
                    f"stages.sft.data.sources.0.path={data / 'sft.jsonl'}", "stages.sft.data.eval_sources=[]",
                    f"stages.dpo.data.sources.0.path={data / 'prefs.jsonl'}", "stages.dpo.data.eval_sources=[]",
                    f"stages.kto.data.sources.0.path={data / 'kto.jsonl'}", "stages.kto.data.eval_sources=[]",
@@ -262,7 +265,7 @@ def test_a_second_invocation_is_refused_naming_the_first(tmp_path):
     holder.start()
     try:
         assert ready.wait(30)
-        proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "tracking=none")
+        proc = run_cli(*BRANCHES, f"run_dir={tmp_path}", "tracking=none")
         assert proc.returncode == 75, proc.stdout + proc.stderr
         assert f"{tmp_path} is in use by posttrain run pid {holder.pid}" in proc.stderr
         assert "wait_for_lock=true" in proc.stderr and "Traceback" not in proc.stderr
