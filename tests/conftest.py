@@ -19,6 +19,7 @@ FAST = [
     "stages.sft.trainer.max_steps=6", "stages.sft.trainer.save_steps=3", "stages.sft.trainer.logging_steps=2",
     "stages.dpo.trainer.max_steps=4", "stages.dpo.trainer.logging_steps=2",
     "stages.kto.trainer.max_steps=4", "stages.kto.trainer.logging_steps=2",
+    "stages.eval.eval.max_rows=16",  # the shipped pipelines end with an eval: a few held-out rows suffice
 ]
 
 
