@@ -215,3 +215,32 @@ def test_golden_files_have_no_machine_paths():
     for path in GOLDEN.glob("*.sbatch"):
         text = path.read_text()
         assert not re.search(r"/root/|/home/|/work/", text), path
+
+
+def test_job_outcomes_become_stage_results(tmp_path: Path):
+    """What `launcher.wait` reports for each way a job can end (Slurm's records are given here)."""
+    import json as _json
+
+    from workflows.launchers.slurm_jobs import Job
+
+    plan = plan_for(["launcher=slurm", "tracking=none", f"run_dir={tmp_path}"])
+    sft, dpo = plan.stage("sft"), plan.stage("dpo")
+    (tmp_path / "sft").mkdir()
+    failed = slurm._job_result(plan, sft, "7", Job("7", "FAILED", exit_code="1:0"), {})
+    assert failed.status == "failed" and failed.reason.startswith("Slurm job 7 FAILED (exit code 1:0)")
+    assert failed.extra["job_id"] == "7"
+    cancelled = slurm._job_result(plan, dpo, "8", Job("8", "CANCELLED", "DependencyNeverSatisfied"), {"sft": failed})
+    assert cancelled.status == "cancelled"
+    assert cancelled.reason == "never ran: upstream 'sft' failed; Slurm cancelled job 8 (DependencyNeverSatisfied)"
+    by_hand = slurm._job_result(plan, dpo, "8", Job("8", "CANCELLED", "None"), {})
+    assert by_hand.status == "cancelled" and "was cancelled" in by_hand.reason
+    no_manifest = slurm._job_result(plan, sft, "7", Job("7", "COMPLETED", exit_code="0:0"), {})
+    assert no_manifest.status == "failed" and "without the stage writing its manifest" in no_manifest.reason
+    (tmp_path / "sft" / "manifest.json").write_text(_json.dumps({"metrics": {"train_loss": 1.5}}))
+    done = slurm._job_result(plan, sft, "7", Job("7", "COMPLETED", start="2026-01-01T00:00:00",
+                                                     end="2026-01-01T00:01:30", exit_code="0:0"), {})
+    assert (done.status, done.metrics, done.wall_seconds) == ("completed", {"train_loss": 1.5}, 90.0)
+    (tmp_path / "dpo").mkdir()
+    (tmp_path / "dpo" / "gated.json").write_text(_json.dumps({"reason": "gate sft/train_loss=1.5 > max 1"}))
+    gated = slurm._job_result(plan, dpo, "8", Job("8", "FAILED", exit_code="3:0"), {"sft": done})
+    assert (gated.status, gated.reason) == ("gated", "gate sft/train_loss=1.5 > max 1")

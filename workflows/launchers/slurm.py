@@ -240,6 +240,18 @@ def follow(plan: Plan, jobs: dict[str, str], done: dict[str, StageResult]) -> li
     return [results[s.name] for s in plan.stages]
 
 
+def _gate_verdict(stage: PlannedStage, job: Job) -> dict | None:
+    """The verdict a gated stage process left (it exits with GATED_EXIT_CODE), else None."""
+    from workflows.gates import GATED_EXIT_CODE, GATED_FILE
+
+    if job.state != "FAILED" or job.exit_code.split(":")[0] != str(GATED_EXIT_CODE):
+        return None
+    try:
+        return json.loads((Path(stage.stage_dir) / GATED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _job_result(plan: Plan, stage: PlannedStage, job_id: str, job: Job, upstream: dict[str, StageResult]) -> StageResult:
     log = _log_path(plan, stage, job, job_id)
     extra = {"job_id": job_id, "log": log, "script": script_path(stage), "slurm_state": job.state,
@@ -250,6 +262,8 @@ def _job_result(plan: Plan, stage: PlannedStage, job_id: str, job: Job, upstream
     if job.state == "COMPLETED" and manifest is not None:
         result = _result(stage, "completed", **extra)
         result.metrics = manifest.get("metrics", {})
+    elif (gated := _gate_verdict(stage, job)) is not None:  # the stage refused to start (workflows/gates.py)
+        result = _result(stage, "gated", gated.get("reason", "gate failed"), gate=gated, **extra)
     elif job.state == "CANCELLED" and (job.reason == "DependencyNeverSatisfied" or failed_upstream):
         cause = f"upstream '{failed_upstream[0]}' {upstream[failed_upstream[0]].status}" if failed_upstream \
             else "an upstream job failed"
