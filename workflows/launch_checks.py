@@ -105,10 +105,7 @@ def launch_problems(cfg: dict[str, Any], stages: dict[str, Any], specs: dict[str
         problems.extend(resource_problems(stage_name, stage.get("resources") or {}, name))
     for stage_name, spec in specs.items():
         problems.extend(_deepspeed_problems(stage_name, spec))
-    if name == "slurm":
+    if name == "slurm":  # other launchers ignore the Slurm settings (conf/local/ may hold a cluster's)
         problems.extend(_script_text_problems(cfg, stages))
         problems.extend(_slurm_problems(launcher, stages))
-    elif (launcher.get("container") or {}).get("image"):
-        problems.append(f"launcher.container.image: containers are run by launcher=slurm; launcher={name} "
-                        f"runs stages with this machine's python (unset the image, or use launcher=slurm)")
     return problems
