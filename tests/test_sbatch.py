@@ -240,6 +240,8 @@ def test_job_outcomes_become_stage_results(tmp_path: Path):
     done = slurm._job_result(plan, sft, "7", Job("7", "COMPLETED", start="2026-01-01T00:00:00",
                                                      end="2026-01-01T00:01:30", exit_code="0:0"), {})
     assert (done.status, done.metrics, done.wall_seconds) == ("completed", {"train_loss": 1.5}, 90.0)
+    timeout = slurm._job_result(plan, sft, "7", Job("7", "TIMEOUT", exit_code="0:15"), {})
+    assert timeout.status == "interrupted" and "run the same command again to resume" in timeout.reason
     (tmp_path / "dpo").mkdir()
     (tmp_path / "dpo" / "gated.json").write_text(_json.dumps({"reason": "gate sft/train_loss=1.5 > max 1"}))
     gated = slurm._job_result(plan, dpo, "8", Job("8", "FAILED", exit_code="3:0"), {"sft": done})

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workflows.fingerprint import prepare_stage_dir
-from workflows.launchers.local import read_manifest, write_stage_config
+from workflows.launchers.local import INTERRUPTED_EXIT_CODE, read_manifest, write_stage_config
 from workflows.launchers.sbatch import job_name, log_pattern, render, script_path, submit_argv
 from workflows.launchers.slurm_jobs import ACTIVE, Job, SlurmError, job_states, run as slurm, scontrol_job
 from workflows.plan import Plan, PlannedStage
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from workflows.tracking import Tracker
 
 JOB_FILE = "job.json"  # <stage_dir>/job.json: the latest submission of the stage
-FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE"}
 
 
 class _NoTracking:
@@ -264,6 +263,10 @@ def _job_result(plan: Plan, stage: PlannedStage, job_id: str, job: Job, upstream
         result.metrics = manifest.get("metrics", {})
     elif (gated := _gate_verdict(stage, job)) is not None:  # the stage refused to start (workflows/gates.py)
         result = _result(stage, "gated", gated.get("reason", "gate failed"), gate=gated, **extra)
+    elif job.state in ("TIMEOUT", "PREEMPTED") or job.exit_code.split(":")[0] == str(INTERRUPTED_EXIT_CODE):
+        result = _result(stage, "interrupted", f"Slurm job {job_id} {job.state} (exit code {job.exit_code}): stopped "
+                                               f"on a signal, after saving a checkpoint if it had time; run the same "
+                                               f"command again to resume; see {log}", **extra)
     elif job.state == "CANCELLED" and (job.reason == "DependencyNeverSatisfied" or failed_upstream):
         cause = f"upstream '{failed_upstream[0]}' {upstream[failed_upstream[0]].status}" if failed_upstream \
             else "an upstream job failed"
