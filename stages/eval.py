@@ -14,7 +14,6 @@ results/samples.jsonl holds every (model, prompt, output, verdict), results/tabl
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -141,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     with open(results_dir / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-    seen = {r["task"]: r.get("seen") for r in sorted(tasks, key=lambda r: (r.get("seen") is not True, str(r.get("task"))))
-            if r.get("task")}
+    by_kind = sorted(tasks, key=lambda r: (r.get("seen") is not True, str(r.get("task"))))  # seen tasks first
+    seen = {r["task"]: r.get("seen") for r in by_kind if r.get("task")}
     table = side_by_side(by_model, seen)
     (results_dir / "table.txt").write_text(table + "\n")
     (results_dir / "metrics.json").write_text(json.dumps(by_model, indent=2))

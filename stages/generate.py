@@ -97,7 +97,8 @@ def check(candidates: list[Candidate], settings: dict[str, Any], spec: dict[str,
     if settings.get("judge"):
         from stages.teacher import judge_verdicts, make_teacher
 
-        verdicts = judge_verdicts(make_teacher(settings["judge"], spec, seed), [(c.instruction, c.response) for c in live])
+        judge = make_teacher(settings["judge"], spec, seed)
+        verdicts = judge_verdicts(judge, [(c.instruction, c.response) for c in live])
     else:
         verifier = load_verifier(settings["verifier"])
         verdicts = [verify(verifier, None, c.instruction, c.reference, c.response) for c in live]
@@ -109,6 +110,10 @@ def check(candidates: list[Candidate], settings: dict[str, Any], spec: dict[str,
         elif key in seen:
             candidate.dropped = "duplicate"
         seen.add(key)
+
+
+def _describe(teacher: dict[str, Any]) -> str:
+    return f"{teacher['model']} at {teacher['endpoint']}" if teacher.get("endpoint") else teacher["path"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,11 +151,11 @@ def main(argv: list[str] | None = None) -> None:
         for c in kept:
             messages = [{"role": "user", "content": c.instruction}, {"role": "assistant", "content": c.response}]
             f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
-    teacher_cfg = settings["teacher"]
-    source = f"{teacher_cfg['model']} at {teacher_cfg['endpoint']}" if teacher_cfg.get("endpoint") else teacher_cfg["path"]
+    source, checker = _describe(settings["teacher"]), settings["verifier"]["_target_"]
+    if settings.get("judge"):
+        checker = f"judge {_describe(settings['judge'])}"
     (dataset / "README.md").write_text(
-        f"# {spec['name']}: synthetic instructions ({settings['mode']})\n\nTeacher: {source}. Verifier: "
-        f"{'judge ' + str((settings.get('judge') or {}).get('model')) if settings.get('judge') else settings['verifier']['_target_']}."
+        f"# {spec['name']}: synthetic instructions ({settings['mode']})\n\nTeacher: {source}. Verifier: {checker}."
         f"\n\n{len(kept)} rows kept of {len(candidates)} candidates; dropped: {summary}.\n")
     metrics = {"generate/seeds": float(len(seeds)), "generate/candidates": float(len(candidates)),
                "generate/kept": float(len(kept)), "generate/teacher_requests": float(teacher.requests),

@@ -47,7 +47,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str | Messages], max_new_
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[list[str]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id
-    stop = [tokenizer.eos_token_id] + ([tokenizer.convert_tokens_to_ids("<|end|>")] if "<|end|>" in tokenizer.get_vocab() else [])
+    configured = getattr(model.generation_config, "eos_token_id", None)  # e.g. Llama 3's end-of-turn ids
+    stop = [tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])]
+    stop = [t for t in dict.fromkeys(stop) if t is not None]
     sampling = temperature > 0
     draws = num_samples if sampling else 1  # greedy decoding gives the same answer every time
     torch.manual_seed(seed)
@@ -62,7 +64,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str | Messages], max_new_
                 "do_sample": False}
             generated = model.generate(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model)),
                                        max_new_tokens=max_new_tokens, num_return_sequences=draws,
-                                       pad_token_id=pad, eos_token_id=list(dict.fromkeys(stop)), **kwargs)
+                                       pad_token_id=pad, eos_token_id=stop, **kwargs)
             texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for j, i in enumerate(batch):
                 out[i] = [t.strip() for t in texts[j * draws:(j + 1) * draws]] * (num_samples // draws)

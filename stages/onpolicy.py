@@ -21,7 +21,6 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from stages.common import load_spec, log, write_manifest
 from stages.verifiers import load_verifier, prompt_and_reference, prompt_text, verify

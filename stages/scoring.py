@@ -34,7 +34,8 @@ def accuracy_metrics(rows: Sequence[tuple[str | None, bool | None, bool]]) -> di
     return out
 
 
-def preference_metrics(chosen: Sequence[float], rejected: Sequence[float], reference_chosen: Sequence[float] | None = None,
+def preference_metrics(chosen: Sequence[float], rejected: Sequence[float],
+                       reference_chosen: Sequence[float] | None = None,
                        reference_rejected: Sequence[float] | None = None) -> dict[str, float]:
     """How often a model prefers `chosen`, from summed response log-probabilities per pair.
 

@@ -25,7 +25,8 @@ def demo_teacher(body: dict[str, Any]) -> str:
     if "Write one task per line" in content:
         examples = re.findall(r"^Task: (.+)$", content, re.M)
         if body["seed"] % 2 == 0:  # by request (the client numbers them), not by arrival: requests run in parallel
-            return "Here are new tasks:\nTask: reverse: wxyz\nTask: reverse: wxyz\n2. Task: add: 3+4\nnot a task\nTask: copy: qwer"
+            return ("Here are new tasks:\nTask: reverse: wxyz\nTask: reverse: wxyz\n2. Task: add: 3+4\nnot a task\n"
+                    "Task: copy: qwer")
         return f"Task: reverse: wxya\nTask: upper: abcd\nTask: {examples[0]}"
     if "Reply with one word" in content:  # a judge
         return "yes" if "dcba" in content else "no"

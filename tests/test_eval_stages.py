@@ -209,7 +209,8 @@ def test_endpoint_teacher_writes_a_verified_deduplicated_dataset(tmp_run_dir):
 def test_local_teacher_data_trains_the_next_stage(tmp_run_dir):
     proc = run_cli("+pipeline=sft_distill", f"run_dir={tmp_run_dir}", *fast(
         "stages.sft.enabled=false", "stages.eval.enabled=false", "stages.generate.generate.teacher.model=checkpoint",
-        "stages.generate.data.sources.0.max_rows=12", "stages.generate.generate.verifier._target_=tests.eval_helpers.accept_nonempty",
+        "stages.generate.data.sources.0.max_rows=12",
+        "stages.generate.generate.verifier._target_=tests.eval_helpers.accept_nonempty",
         "stages.sft_distill.policy=checkpoint", "stages.sft_distill.trainer.max_steps=3",
         "stages.sft_distill.trainer.per_device_train_batch_size=4"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

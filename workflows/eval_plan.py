@@ -209,7 +209,8 @@ def _rows_problems(where: str, path: str, check) -> list[str]:
         return [f"{where}: {path} has no rows"]
     out = []
     for reason, rows in by_reason.items():
-        shown = ", ".join(map(str, rows[:SHOW_ROWS])) + (f" (+{len(rows) - SHOW_ROWS} more)" if len(rows) > SHOW_ROWS else "")
+        more = f" (+{len(rows) - SHOW_ROWS} more)" if len(rows) > SHOW_ROWS else ""
+        shown = ", ".join(map(str, rows[:SHOW_ROWS])) + more
         out.append(f"{where}: {os.path.basename(path)} row{'s' * (len(rows) > 1)} {shown}: {reason}")
     return out
 

@@ -54,5 +54,5 @@ def eval_tables(results: list[StageResult]) -> list[str]:
         path = os.path.join(result.output_dir, TABLE_FILE)
         if result.type == "eval" and result.status in ("completed", "cached") and os.path.isfile(path):
             with open(path) as f:
-                out += ["", f"{result.name}:", *("  " + line for line in f.read().rstrip().splitlines())]
+                out += ["", f"{result.name}:", *(f"  {line}".rstrip() for line in f.read().rstrip().splitlines())]
     return out
