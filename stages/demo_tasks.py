@@ -57,53 +57,43 @@ def _shift(s: str, d: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Near-miss corruptions (shared building blocks).  They mimic the errors a small, partly trained model makes:
-# one wrong character, a dropped / duplicated character, two swapped neighbours, an off-by-one number.
+# Near-miss corruptions.  They mimic the errors a small, partly trained model actually makes on these tasks
+# (measured on the demo model after SFT): one position holding a letter copied from elsewhere in the word, two
+# neighbours swapped, one wrong letter (mostly in the middle of a reversal), a sorted string with one digit off,
+# a sum or a maximum off by one or by ten.  Realistic negatives are what lets DPO / KTO improve on SFT.
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _sub_char(rng: random.Random, s: str, alphabet: str) -> str:
-    if not s:
-        return rng.choice(alphabet)
-    i = rng.randrange(len(s))
-    choices = [c for c in alphabet if c != s[i]]
-    return s[:i] + rng.choice(choices) + s[i + 1:]
-
-
-def _drop_char(rng: random.Random, s: str) -> str:
-    if len(s) < 2:
+def _swap_adjacent(rng: random.Random, s: str, positions=None) -> str:
+    pos = [i for i in (positions or range(len(s) - 1)) if i + 1 < len(s) and s[i] != s[i + 1]]
+    if not pos:
         return s
-    i = rng.randrange(len(s))
-    return s[:i] + s[i + 1:]
-
-
-def _dup_char(rng: random.Random, s: str) -> str:
-    if not s:
-        return s
-    i = rng.randrange(len(s))
-    return s[:i] + s[i] + s[i:]
-
-
-def _swap_adjacent(rng: random.Random, s: str) -> str:
-    if len(s) < 2:
-        return s
-    i = rng.randrange(len(s) - 1)
+    i = rng.choice(pos)
     return s[:i] + s[i + 1] + s[i] + s[i + 2:]
 
 
-def _string_near_miss(rng: random.Random, s: str, alphabet: str) -> str:
-    op = rng.choice(("sub", "sub", "drop", "dup", "swap"))
-    if op == "sub":
-        return _sub_char(rng, s, alphabet)
-    if op == "drop":
-        return _drop_char(rng, s)
-    if op == "dup":
-        return _dup_char(rng, s)
-    return _swap_adjacent(rng, s)
+def _slip(rng: random.Random, s: str, alphabet: str, positions=None) -> str:
+    """One position replaced: by a letter copied from another position of ``s`` (the commonest error of a small
+    model), else by a random symbol of ``alphabet``."""
+    if not s:
+        return rng.choice(alphabet)
+    i = rng.choice(list(positions) if positions else range(len(s)))
+    others = sorted({c for c in s if c != s[i]})
+    if others and rng.random() < 0.5:
+        c = rng.choice(others)
+    else:
+        c = rng.choice([c for c in alphabet if c != s[i]])
+    return s[:i] + c + s[i + 1:]
 
 
-def _number_near_miss(rng: random.Random, n: int) -> str:
-    d = rng.choice([d for d in (-1, 1, -1, 1, -10, 10, -2, 2) if n + d >= 0])
+def _string_near_miss(rng: random.Random, s: str, alphabet: str, positions=None) -> str:
+    if rng.random() < 0.25:
+        return _swap_adjacent(rng, s, positions)
+    return _slip(rng, s, alphabet, positions)
+
+
+def _number_near_miss(rng: random.Random, n: int, deltas=(-1, 1, -1, 1, -2, 2, -10, 10, -9, 9, -11, 11)) -> str:
+    d = rng.choice([d for d in deltas if n + d >= 0])
     return str(n + d)
 
 
@@ -149,7 +139,7 @@ def _list_gen(rng: random.Random) -> str:
 
 
 def _csv_gen(rng: random.Random) -> str:
-    return ",".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 5)))
+    return ",".join(_word(rng, 4, 4))
 
 
 def _add_gen(rng: random.Random) -> str:
@@ -161,19 +151,57 @@ def _add_solve(x: str) -> str:
     return str(int(a) + int(b))
 
 
-def _extreme_near_miss(rng: random.Random, content: str, answer: str) -> str:
-    # A list element that is not the extreme (the typical "picked the wrong item" error), else an off-by-one.
+def _max_near_miss(rng: random.Random, content: str, answer: str) -> str:
+    # Mostly "one too high" (what the demo model gets wrong), else another element of the list, else one lower.
     others = sorted({v for v in content.split() if v != answer})
-    if others and rng.random() < 0.7:
+    r = rng.random()
+    if r < 0.5 and answer != "9":
+        return str(int(answer) + 1)
+    if r < 0.8 and others:
         return rng.choice(others)
-    return _number_near_miss(rng, int(answer))
+    return str(int(answer) - 1) if answer != "0" else "1"
+
+
+def _min_near_miss(rng: random.Random, content: str, answer: str) -> str:
+    others = sorted({v for v in content.split() if v != answer})
+    r = rng.random()
+    if r < 0.5 and answer != "0":
+        return str(int(answer) - 1)
+    if r < 0.8 and others:
+        return rng.choice(others)
+    return str(int(answer) + 1) if answer != "9" else "8"
 
 
 def _reverse_near_miss(rng: random.Random, content: str, answer: str) -> str:
-    # Either the input copied back unreversed (when that differs) or a one-character slip in the reversal.
-    if content != answer and rng.random() < 0.25:
-        return content
-    return _string_near_miss(rng, answer, LETTERS)
+    # The ends of a reversal are easy, the middle is where a small model slips.
+    middle = range(1, len(answer) - 1) if len(answer) > 2 and rng.random() < 0.8 else None
+    return _string_near_miss(rng, answer, LETTERS, middle)
+
+
+def _shift_near_miss(d: int):
+    def f(rng: random.Random, content: str, answer: str) -> str:
+        i = rng.randrange(len(answer))
+        r = rng.random()
+        if r < 0.3:
+            c = content[i]  # left unshifted
+        elif r < 0.5:
+            c = chr(ord(answer[i]) + d) if LETTERS[0] <= chr(ord(answer[i]) + d) <= LETTERS[-1] else content[i]
+        else:
+            c = rng.choice([c for c in LETTERS if c != answer[i]])
+        return answer[:i] + c + answer[i + 1:]
+
+    return f
+
+
+def _sort_near_miss(rng: random.Random, content: str, answer: str) -> str:
+    # Still sorted, one digit off: a neighbour duplicated or a digit off by one (duplicates are the hard part).
+    i = rng.randrange(len(answer))
+    cands = {answer[j] for j in (i - 1, i + 1) if 0 <= j < len(answer)}
+    cands |= {str(int(answer[i]) + d) for d in (-1, 1) if 0 <= int(answer[i]) + d <= 9}
+    cands.discard(answer[i])
+    if not cands:
+        return _slip(rng, answer, DIGITS)
+    return "".join(sorted(answer[:i] + rng.choice(sorted(cands)) + answer[i + 1:]))
 
 
 def _sep_near_miss(sep_ok: str, sep_bad: str):
@@ -182,9 +210,8 @@ def _sep_near_miss(sep_ok: str, sep_bad: str):
         if rng.random() < 0.4 and len(parts) > 1:  # one separator left unconverted
             i = rng.randrange(len(parts) - 1)
             return sep_ok.join(parts[:i]) + (sep_ok if i else "") + parts[i] + sep_bad + sep_ok.join(parts[i + 1:])
-        j = rng.randrange(len(parts))  # or one wrong letter
-        parts[j] = _sub_char(rng, parts[j], LETTERS)
-        return sep_ok.join(parts)
+        letters = _string_near_miss(rng, "".join(parts), LETTERS)  # or one letter slipped
+        return sep_ok.join(letters)
 
     return f
 
@@ -197,34 +224,37 @@ def _register(task: Task) -> None:
 
 
 # Seen tasks -----------------------------------------------------------------------------------------------------
-_register(Task("copy", True, _mk("copy", lambda r: _word(r, 3, 6), lambda x: x),
-               lambda r, c, a: _string_near_miss(r, a, LETTERS), "repeat the word"))
-_register(Task("reverse", True, _mk("reverse", lambda r: _word(r, 3, 5), lambda x: x[::-1]),
-               _reverse_near_miss, "reverse the word"))
-_register(Task("upper", True, _mk("upper", lambda r: _word(r, 3, 6), str.upper),
-               lambda r, c, a: _string_near_miss(r, a, string.ascii_uppercase), "uppercase the word"))
-_register(Task("next", True, _mk("next", lambda r: _word(r, 2, 4, LETTERS[:-1]), lambda x: _shift(x, 1)),
-               lambda r, c, a: _string_near_miss(r, a, LETTERS), "replace every letter by the next one"))
+# Lengths are fixed where the answer copies the input position by position: a ~0.5M-parameter model learns the
+# copy circuit within a few hundred steps when the offset between input and answer is constant, but not when it
+# varies from prompt to prompt.
+_register(Task("copy", True, _mk("copy", lambda r: _word(r, 4, 4), lambda x: x),
+               lambda r, c, a: _string_near_miss(r, a, LETTERS), "repeat the 4-letter word"))
+_register(Task("reverse", True, _mk("reverse", lambda r: _word(r, 4, 4), lambda x: x[::-1]),
+               _reverse_near_miss, "reverse the 4-letter word"))
+_register(Task("upper", True, _mk("upper", lambda r: _word(r, 4, 4), str.upper),
+               lambda r, c, a: _string_near_miss(r, a, string.ascii_uppercase), "uppercase the 4-letter word"))
+_register(Task("next", True, _mk("next", lambda r: _word(r, 3, 3, LETTERS[:-1]), lambda x: _shift(x, 1)),
+               _shift_near_miss(1), "replace each of 3 letters by the next one"))
 _register(Task("add", True, _mk("add", _add_gen, _add_solve),
                lambda r, c, a: _number_near_miss(r, int(a)), "add two numbers below 50"))
-_register(Task("sort", True, _mk("sort", lambda r: _digits(r, 3, 5), lambda x: "".join(sorted(x))),
-               lambda r, c, a: _string_near_miss(r, a, DIGITS), "sort the digits"))
+_register(Task("sort", True, _mk("sort", lambda r: _digits(r, 4, 4), lambda x: "".join(sorted(x))),
+               _sort_near_miss, "sort 4 digits"))
 _register(Task("max", True, _mk("max", _list_gen, lambda x: max(x.split())),
-               _extreme_near_miss, "largest digit of the list"))
+               _max_near_miss, "largest of 3-5 digits"))
 _register(Task("len", True, _mk("len", lambda r: _word(r, 1, 9), lambda x: str(len(x))),
-               lambda r, c, a: _number_near_miss(r, int(a)) if a != "1" else "2", "length of the word"))
+               lambda r, c, a: _number_near_miss(r, int(a), (-1, 1)), "length of a 1-9 letter word"))
 _register(Task("spaces", True, _mk("spaces", _csv_gen, lambda x: x.replace(",", " ")),
-               _sep_near_miss(" ", ","), "commas to spaces"))
+               _sep_near_miss(" ", ","), "commas to spaces (4 letters)"))
 
 # Unseen tasks (held-out only) -------------------------------------------------------------------------------------
-_register(Task("lower", False, _mk("lower", lambda r: _word(r, 3, 6).upper(), str.lower),
-               lambda r, c, a: _string_near_miss(r, a, LETTERS), "lowercase the word"))
+_register(Task("lower", False, _mk("lower", lambda r: _word(r, 4, 4).upper(), str.lower),
+               lambda r, c, a: _string_near_miss(r, a, LETTERS), "lowercase the 4-letter word"))
 _register(Task("min", False, _mk("min", _list_gen, lambda x: min(x.split())),
-               _extreme_near_miss, "smallest digit of the list"))
-_register(Task("prev", False, _mk("prev", lambda r: _word(r, 2, 4, LETTERS[1:]), lambda x: _shift(x, -1)),
-               lambda r, c, a: _string_near_miss(r, a, LETTERS), "replace every letter by the previous one"))
+               _min_near_miss, "smallest of 3-5 digits"))
+_register(Task("prev", False, _mk("prev", lambda r: _word(r, 3, 3, LETTERS[1:]), lambda x: _shift(x, -1)),
+               _shift_near_miss(-1), "replace each of 3 letters by the previous one"))
 _register(Task("dashes", False, _mk("dashes", _csv_gen, lambda x: x.replace(",", "-")),
-               _sep_near_miss("-", ","), "commas to dashes"))
+               _sep_near_miss("-", ","), "commas to dashes (4 letters)"))
 
 SEEN_TASKS = tuple(n for n, t in TASKS.items() if t.seen)
 UNSEEN_TASKS = tuple(n for n, t in TASKS.items() if not t.seen)
@@ -283,7 +313,7 @@ def make(task: str, rng: random.Random) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 # Rows per seen task in each file (the unseen tasks only get held-out rows).
-SIZES = {"sft": 300, "sft_eval": 20, "prefs": 240, "prefs_eval": 20, "kto": 120, "kto_eval": 10, "heldout": 40}
+SIZES = {"sft": 400, "sft_eval": 20, "prefs": 300, "prefs_eval": 20, "kto": 120, "kto_eval": 10, "heldout": 40}
 
 
 def _user(text: str) -> list[dict]:
@@ -312,6 +342,7 @@ def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[dict]]:
     order = ["heldout", "sft_eval", "prefs_eval", "kto_eval", "sft", "prefs", "kto"]
     for split in order:
         rng = random.Random(f"{seed}/{split}")
+        crng = random.Random(f"{seed}/{split}/corrupt")  # near misses do not shift the prompt stream
         tasks = list(TASKS) if split == "heldout" else list(SEEN_TASKS)
         rows = []
         for task in tasks:
@@ -322,11 +353,11 @@ def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[dict]]:
                     rows.append({"messages": _user(p) + _assistant(a), "task": task})
                 elif split.startswith("prefs"):
                     rows.append({"prompt": _user(p), "chosen": _assistant(a),
-                                 "rejected": _assistant(corrupt(task, rng, p, a)), "task": task})
+                                 "rejected": _assistant(corrupt(task, crng, p, a)), "task": task})
                 elif split.startswith("kto"):
                     # Balanced: one half desirable (correct), the other half undesirable (near miss).
                     good = i % 2 == 0
-                    comp = a if good else corrupt(task, rng, p, a)
+                    comp = a if good else corrupt(task, crng, p, a)
                     rows.append({"prompt": _user(p), "completion": _assistant(comp), "label": good, "task": task})
                 else:
                     rows.append({"prompt": _user(p), "answer": a, "task": task, "seen": TASKS[task].seen})
@@ -350,8 +381,10 @@ Prompts look like `reverse: abcd`; the first word names the task.
 | `kto.jsonl`, `kto_eval.jsonl` | {kto}, {kto_eval} | `{{"prompt": [user], "completion": [assistant], "label": bool, "task"}}` (balanced labels) |
 | `heldout.jsonl` | {heldout} | `{{"prompt": [user], "answer": str, "task": str, "seen": bool}}` |
 
-Seen tasks (training + eval + held-out): {seen}.
-Unseen tasks (held-out only, zero-shot transfer): {unseen}.
+{tasks}
+Seen tasks appear in every file; unseen tasks only in `heldout.jsonl` (zero-shot transfer).  `rejected` /
+undesirable answers are near misses shaped like the demo model's real errors (one slipped letter, a sorted
+string with one digit off, a number off by one or ten); they never pass the checker.
 
 Every prompt is unique across all files, so training, eval and held-out prompts never overlap.
 Score a model output with `stages.demo_tasks.check(task, prompt, answer, output)`.
@@ -369,7 +402,10 @@ def write(out_dir: str, seed: int = 0) -> dict[str, int]:
                 f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
         counts[split] = len(rows)
     with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8", newline="\n") as f:
-        f.write(README.format(seed=seed, seen=", ".join(SEEN_TASKS), unseen=", ".join(UNSEEN_TASKS), **counts))
+        tasks = "\n".join(["| task | seen | example | answer |", "|---|---|---|---|"] + [
+            "| `{}` | {} | `{}` | `{}` |".format(n, "yes" if t.seen else "no", *t.make(random.Random(n)))
+            for n, t in TASKS.items()]) + "\n"
+        f.write(README.format(seed=seed, tasks=tasks, **counts))
     return counts
 
 
