@@ -168,6 +168,16 @@ def test_conversations_need_a_chat_template(tmp_path):
                         f"model.chat_template={ROOT / 'stages/assets/tiny_tokenizer/chat_template.jinja'}"]))
 
 
+def test_assistant_only_loss_needs_generation_markers_trl_can_use(tmp_path):
+    template = tmp_path / "plain.jinja"
+    template.write_text("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
+                        "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    [found] = problems(f"model.chat_template={template}")
+    assert found.startswith("stages.sft.trainer.assistant_only_loss: the chat template has no {% generation %}")
+    build_plan(compose(["+pipeline=sft_dpo", f"model.chat_template={template}",
+                        "stages.sft.trainer.assistant_only_loss=false"]))
+
+
 def test_long_rows_are_counted_and_the_truncation_explained():
     plan = build_plan(compose(["+pipeline=sft_dpo_kto", "stages.sft.trainer.max_length=18",
                                "stages.dpo.trainer.max_length=20", "stages.kto.trainer.max_length=18"]))

@@ -38,10 +38,10 @@ from workflows.data_files import BadRow, SourceError, dataset_fingerprint, is_hu
 from workflows.data_formats import FORMATS, check_row, is_conversational, sft_common_shape, target_shape, \
     to_trainer_rows
 from workflows.hashing import cache_root
-from workflows.token_lengths import TokenCounter
+from workflows.token_lengths import TokenCounter, has_generation_markers
 
 PLAN_SCAN_ROWS = 1_000_000  # rows per source the planner reads; the stage reads them all
-PLAN_LENGTH_SAMPLE = 20_000  # rows per source whose tokens the planner counts
+PLAN_LENGTH_SAMPLE = 10_000  # rows per source whose tokens the planner counts (~1 s with a BPE tokenizer)
 TRL_MAX_LENGTH = 1024  # SFTConfig / DPOConfig / KTOConfig `max_length` default
 SHOW_ROWS = 5  # row numbers listed per problem
 SHOW_REASONS = 8  # problem lines per source before "... and N more"
@@ -127,8 +127,9 @@ class SourceCheck:
 
 
 def row_hash(trainer_rows: list[dict[str, Any]]) -> str:
-    text = json.dumps(trainer_rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    """Content hash of converted rows (so an alpaca row equal to a messages row matches). repr, not
+    sorted JSON: 4x faster, and converted rows have a fixed key order."""
+    return hashlib.blake2b(repr(trainer_rows).encode(), digest_size=12).hexdigest()
 
 
 def check_source(rows: Iterable[tuple[int, Any]], label: str, fmt: str, settings: Settings,
@@ -411,7 +412,8 @@ def check_stage_data(name: str, spec: dict[str, Any], specs: dict[str, dict[str,
             problems.extend(f"{prefix}: {line}" for line in lines)
         if check.scan_stopped:
             notes.append(f"{check.label}: checked its first {PLAN_SCAN_ROWS:,} rows; {name} checks the rest")
-    problems.extend(_kind_problems(prefix, spec["type"], flat_train + flat_eval, counter))
+    problems.extend(_kind_problems(prefix, spec["type"], flat_train + flat_eval, counter,
+                                   spec["type"] == "sft" and settings.assistant_only_loss))
     for check in flat_train + flat_eval:
         if check.rows and not check.valid and drop:
             problems.append(f"{prefix}: {check.label}: none of its {check.rows} rows is valid")
@@ -445,8 +447,8 @@ def check_stage_data(name: str, spec: dict[str, Any], specs: dict[str, dict[str,
     return problems, notes
 
 
-def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], counter: TokenCounter | None
-                   ) -> list[str]:
+def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], counter: TokenCounter | None,
+                   assistant_only_loss: bool = False) -> list[str]:
     """A stage's sources must agree on conversations vs plain strings; conversations need a template."""
     kinds = {(c.shape, c.conversational) for c in checks if c.conversational is not None}
     problems = []
@@ -459,7 +461,31 @@ def _kind_problems(prefix: str, stage_type: str, checks: list[SourceCheck], coun
     if any(k for _, k in kinds) and counter is not None and not counter.template_source:
         problems.append(f"{prefix}: conversational data needs a chat template and tokenizer "
                         f"'{display_path(counter.tokenizer_dir)}' has none; set model.chat_template=<file.jinja>")
+    elif assistant_only_loss and any(k for _, k in kinds) and counter is not None \
+            and not trl_can_mask(counter.template_source):
+        stage = prefix.removesuffix(".data")
+        problems.append(f"{stage}.trainer.assistant_only_loss: the chat template has no {{% generation %}} markers "
+                        "and TRL has no training version of it; wrap the assistant content (and its end token) in "
+                        "{% generation %}...{% endgeneration %} in a copy given as model.chat_template, or set "
+                        "assistant_only_loss=false")
     return problems
+
+
+def trl_can_mask(template: str | None) -> bool:
+    """Whether SFTTrainer can mask the loss to assistant turns with this template: it has
+    `{% generation %}` markers, or TRL ships a training version of it (trl/chat_templates/X.jinja
+    next to X_training.jinja; found without importing trl)."""
+    import importlib.util
+
+    if has_generation_markers(template):
+        return True
+    spec = importlib.util.find_spec("trl")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for training in Path(folder, "chat_templates").glob("*_training.jinja"):
+            original = training.with_name(training.name.replace("_training", ""))
+            if original.is_file() and original.read_text(encoding="utf-8") == template:
+                return True
+    return False
 
 
 def check_pipeline_data(specs: dict[str, dict[str, Any]], cfg: dict[str, Any]

@@ -252,8 +252,8 @@ def target_shape(stage_type: str, fmt: str) -> str:
 
 
 def _chat(messages: list[dict[str, Any]], roles: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    if roles is None:
-        return [dict(m) for m in messages]
+    if roles is None:  # role and content first: the same message hashes the same whatever the key order
+        return [{"role": m["role"], "content": m.get("content"), **m} for m in messages]
     return [{"role": roles[m["from"]], "content": m["value"]} for m in messages]
 
 

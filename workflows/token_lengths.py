@@ -191,8 +191,8 @@ class TokenCounter:
                 else:
                     parts.append(("whole", job(full, not chat)))
             plans.append((first, parts))
-        encoded = {special: self.tokenizer.encode_batch(texts, add_special_tokens=special) if texts else []
-                   for special, texts in jobs.items()}
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # no offsets: ~10% faster
+        encoded = {special: encode(texts, add_special_tokens=special) if texts else [] for special, texts in jobs.items()}
         out: list[tuple[int, int] | str] = []
         for plan in plans:
             if isinstance(plan, str):
