@@ -83,3 +83,31 @@ def gathered_digest(model: Any) -> str:
             digest.update(name.encode())
             digest.update(param.detach().float().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def file_backed(spec: dict[str, Any], args: Any, *datasets: Any) -> list[Any]:
+    """In-memory datasets written once to <stage_dir>/shared_data and memory-mapped by every rank.
+
+    TRL's reference log-prob precompute caches its result in a file named after the dataset's own
+    files; an in-memory dataset has none, so each rank picks a random temporary name and the others
+    never find rank 0's result. File-backed, all ranks use one file next to the data (on the shared
+    filesystem every multi-node stage needs anyway). Datasets already on disk pass through.
+    """
+    import shutil
+    from pathlib import Path
+
+    from datasets import Dataset, load_from_disk
+
+    root = Path(spec["stage_dir"]) / "shared_data"
+    out = []
+    with args.main_process_first(local=False, desc="sharing the datasets between ranks"):
+        for i, dataset in enumerate(datasets):
+            if not isinstance(dataset, Dataset) or dataset.cache_files:
+                out.append(dataset)
+                continue
+            path = root / str(i)
+            if int(os.environ.get("RANK", "0")) == 0:  # runs first; the other ranks wait, then read
+                shutil.rmtree(path, ignore_errors=True)
+                dataset.save_to_disk(str(path))
+            out.append(load_from_disk(str(path)))
+    return out

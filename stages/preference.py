@@ -10,6 +10,7 @@ from stages.common import (
     save_model, write_manifest,
 )
 from stages.data import load_stage_data
+from stages.distributed import file_backed, world_size
 from stages.interrupt import save_on_signal
 
 
@@ -38,6 +39,8 @@ def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) ->
     train, evaluation = data.train, data.evaluation
     log(spec, f"{len(train)} training rows; policy {spec['policy']['path']}; reference {reference_note}")
     if args.precompute_ref_log_probs:  # reused across runs and stages: stages/ref_cache.py
+        if world_size() > 1:  # TRL's precompute shares its result between ranks through files
+            train, evaluation = file_backed(spec, args, train, evaluation)
         reference_digest = initial_digest if reference is None else model_digest(reference)
         trainer_cls = ref_cache.caching(trainer_cls, spec, reference_digest)
     trainer = trainer_cls(

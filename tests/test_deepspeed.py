@@ -3,7 +3,7 @@ loading what the one before saved.
 
 One run of one chain serves every assertion (the most CPU-expensive test of the suite):
   checkpoint -> sft (ZeRO-2) -> dpo (ZeRO-3, reference sharded too) -> sft_z3 (ZeRO-3 + LoRA,
-  merged from the gathered adapter) -> dpo_z2 (ZeRO-2)
+  merged from the gathered adapter) -> dpo_z2 (ZeRO-2, reference log-probs precomputed by 2 ranks)
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ def chain_overrides(run_dir: Path) -> list[str]:
                 f"stages.{name}.trainer.per_device_train_batch_size=8", f"stages.{name}.trainer.save_steps=100"]
         if peft:
             out.append(f"+peft@stages.{name}.peft={peft}")
-    return out
+    return [*out, "stages.dpo_z2.trainer.precompute_ref_log_probs=true"]
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("deepspeed") / "run"
-    result = run_cli("+pipeline=sft_dpo", *chain_overrides(run_dir), timeout=1200)
+    cache = run_dir.parent / "cache"  # a fresh cache: the reference log-probs are computed, not reused
+    result = run_cli("+pipeline=sft_dpo", *chain_overrides(run_dir), timeout=1200,
+                     env={"POSTTRAIN_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
 
@@ -98,7 +100,9 @@ def test_zero3_saves_full_weights_plain_from_pretrained_can_load(chain: Path):
 
 def test_the_sharded_reference_is_the_policys_starting_model(chain: Path):
     """At step 1 policy and reference are the same weights, so DPO's sigmoid loss is exactly ln 2;
-    a reference whose ZeRO-3 shards were empty or random would give another value."""
+    a reference whose ZeRO-3 shards were empty or random (or log-probs one rank never received)
+    would give another value."""
+    assert manifest(chain, "dpo_z2")["ref_logps_cache"]["train"]["hit"] is False
     for name in ("dpo", "dpo_z2"):
         log = (chain / name / "stage.log").read_text()
         first = re.search(rf"\[{name}\] step 1/{STEPS}\s+loss (\S+)", log)
