@@ -246,3 +246,15 @@ def test_job_outcomes_become_stage_results(tmp_path: Path):
     (tmp_path / "dpo" / "gated.json").write_text(_json.dumps({"reason": "gate sft/train_loss=1.5 > max 1"}))
     gated = slurm._job_result(plan, dpo, "8", Job("8", "FAILED", exit_code="3:0"), {"sft": done})
     assert (gated.status, gated.reason) == ("gated", "gate sft/train_loss=1.5 > max 1")
+
+
+def test_complete_stages_are_not_submitted_and_nothing_waits_for_them():
+    plan = plan_for(["launcher=slurm", "tracking=none", "run_dir=/runs/sft_dpo"])
+    for name in ("checkpoint", "sft"):
+        plan.stage(name).reason = "cached"  # as workflows/fingerprint.py decides from the manifests
+    text = slurm.dry_run(plan)
+    assert "/sft/job.sbatch" not in text and "/checkpoint/job.sbatch" not in text
+    assert "==> /runs/sft_dpo/dpo/job.sbatch" in text
+    assert "--dependency" not in text and "after sft" not in text
+    plan.stage("dpo").reason = "cached"
+    assert slurm.dry_run(plan).strip() == "Nothing to submit: every stage is complete."
