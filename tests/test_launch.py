@@ -97,6 +97,11 @@ def test_slurm_settings_are_checked_before_anything_is_submitted():
     assert "launcher.env.BAD-NAME: not a valid environment variable name" in found
 
 
+def test_container_paths_must_fit_a_bind_spec():
+    found = problems("launcher=slurm", "launcher.container.image=/img/p.sif", "run_dir='/runs/a,b'")
+    assert any(p.startswith("run_dir: '/runs/a,b' holds ',' or ':'") for p in found), found
+
+
 def test_a_line_break_never_reaches_a_job_script():
     cfg = OmegaConf.to_container(compose(["+pipeline=sft_dpo", "tracking=none", "launcher=slurm"]), resolve=True)
     cfg["launcher"]["partition"] = "gpu\n#SBATCH --uid=0"  # e.g. a YAML block string

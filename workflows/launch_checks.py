@@ -45,7 +45,7 @@ def _script_text_problems(cfg: dict[str, Any], stages: dict[str, Any]) -> list[s
     return problems
 
 
-def _slurm_problems(launcher: dict[str, Any], stages: dict[str, Any]) -> list[str]:
+def _slurm_problems(launcher: dict[str, Any], stages: dict[str, Any], run_dir: str) -> list[str]:
     problems = []
     times = [("launcher.time", launcher.get("time"))]
     times += [(f"stages.{n}.resources.time", s["resources"].get("time")) for n, s in stages.items()]
@@ -72,6 +72,12 @@ def _slurm_problems(launcher: dict[str, Any], stages: dict[str, Any]) -> list[st
         parts = str(mount).split(":")
         if not parts[0].strip() or len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             problems.append(f"launcher.container.mounts[{i}]: '{mount}' is not host[:container[:ro]]")
+    if container.get("image"):  # bind specs are `a:b,c:d`: a path holding either separator cannot be bound
+        for key in ("run_dir", "launcher.container.hf_cache", "launcher.container.torch_extensions"):
+            value = str(run_dir if key == "run_dir" else container.get(key.rsplit(".", 1)[1]) or "")
+            if "," in value or ":" in value:
+                problems.append(f"{key}: '{value}' holds ',' or ':', which a container bind mount cannot; "
+                                f"choose a path without them")
     return problems
 
 
@@ -107,5 +113,5 @@ def launch_problems(cfg: dict[str, Any], stages: dict[str, Any], specs: dict[str
         problems.extend(_deepspeed_problems(stage_name, spec))
     if name == "slurm":  # other launchers ignore the Slurm settings (conf/local/ may hold a cluster's)
         problems.extend(_script_text_problems(cfg, stages))
-        problems.extend(_slurm_problems(launcher, stages))
+        problems.extend(_slurm_problems(launcher, stages, cfg["run_dir"]))
     return problems
