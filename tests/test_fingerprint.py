@@ -222,6 +222,19 @@ def test_resume_from_the_newest_complete_checkpoint_of_the_same_fingerprint(tmp_
     assert [step for step, _ in complete_checkpoints(sft.stage_dir)] == [100, 120]
 
 
+def test_checkpoints_trained_on_an_earlier_upstream_output_are_not_resumed(tmp_path, data):
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    finish(plan, "checkpoint", "sft")
+    prepare_stage_dir(plan.stage("dpo"))
+    add_checkpoint(plan.stage("dpo").stage_dir, 4)  # DPO was killed after checkpoint-4
+    assert reasons(plan_for(run_dir, data))["dpo"] == "resume from checkpoint-4"
+    time.sleep(0.01)
+    finish(plan_for(run_dir, data, "force=[sft]"), "sft")  # then SFT ran again (forced), DPO did not
+    dpo = plan_for(run_dir, data).stage("dpo")
+    assert dpo.reason == "upstream re-ran: sft" and dpo.spec["resume_from"] is None
+
+
 def test_checkpoints_of_another_config_are_never_resumed(tmp_path, data):
     run_dir = tmp_path / "r"
     plan = plan_for(run_dir, data)

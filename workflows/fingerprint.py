@@ -11,8 +11,8 @@ A stage's fingerprint is a sha256 over what decides its result:
   revision (pin a commit for the fingerprint to mean the content);
 - the fingerprints of the stages it depends on, so a change propagates downstream.
 Paths of the stage's own outputs are left out, so the same pipeline fingerprints the same in any
-run_dir. Code versions (posttrain, TRL, torch) are not fingerprinted: after an upgrade that should
-change results, re-run with `force=all`.
+run_dir. Code versions (posttrain, TRL, torch) and the machine are not fingerprinted: after an
+upgrade or a move that should change results, re-run with `force=all`.
 
 A stage is done only when <stage>/manifest.json (written last and atomically by the stage) carries
 the current fingerprint, its model files exist, its upstream manifests are older than it, and no
@@ -101,8 +101,9 @@ class _Identifier:
             return {k: self.value(v, content or k in ("data", "sources", "eval_sources")) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v, content) for v in value]
-        if not isinstance(value, str) or not value.startswith(("/", "./", "../", "~")):
-            return value
+        if not isinstance(value, str) or not (value.startswith(("/", "./", "../", "~"))
+                                              or ("/" in value and os.path.exists(value))):
+            return value  # a number, a name, a hub id
         path = os.path.abspath(os.path.expanduser(value))
         if stage := self.stage_of(path):
             return stage
@@ -122,7 +123,7 @@ def stage_inputs(stage: PlannedStage, identify: _Identifier, upstream: dict[str,
         if key == "trainer":
             value = {k: v for k, v in (value or {}).items() if k not in VOLATILE_TRAINER_KEYS}
         elif key == "resources":  # nodes x processes changes the global batch; the runner does not
-            value = {"world_size": value.get("nodes", 1) * value.get("processes_per_node", 1)}
+            value = {"world_size": (value.get("nodes") or 1) * (value.get("processes_per_node") or 1)}
         record[key] = identify.value(value, content=key == "data")
     record["upstream"] = {name: upstream[name] for name in stage.upstream}
     return record
@@ -221,6 +222,12 @@ def describe_change(stage: PlannedStage, old: dict[str, Any] | None, new: dict[s
     return "; ".join(parts) or "config changed"
 
 
+def _finished_after(stage: PlannedStage, plan: Plan, moment: float) -> list[str]:
+    """Upstream stages whose current output was written after `moment` (this stage's own work)."""
+    return [up for up in stage.upstream if not plan.stage(up).external
+            and (read_json(Path(plan.stage(up).stage_dir) / MANIFEST) or {}).get("finished_at", 0) > moment]
+
+
 def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]) -> tuple[str, str | None]:
     """(reason, checkpoint to resume from or None) for one stage; `runs` holds the upstream decisions."""
     fingerprint = stage.spec["fingerprint"]
@@ -231,10 +238,7 @@ def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]
     if forced:
         return "forced", None
     if manifest is not None and manifest.get("fingerprint") == fingerprint and not rerun:
-        newer = [u for u in stage.upstream if not plan.stage(u).external
-                 and (read_json(Path(plan.stage(u).stage_dir) / MANIFEST) or {}).get("finished_at", 0)
-                 > manifest.get("finished_at", 0)]
-        if newer:
+        if newer := _finished_after(stage, plan, manifest.get("finished_at", 0)):
             return f"upstream re-ran: {_names(newer)}", None
         if _outputs_missing(stage, manifest):
             return "incomplete: model files missing", None
@@ -249,6 +253,9 @@ def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]
         return f"upstream re-runs: {_names(rerun)}", None
     checkpoints = complete_checkpoints(stage.stage_dir)
     if checkpoints and last == fingerprint:
+        # checkpoints trained on an upstream's earlier output (it ran again since) are not resumed
+        if newer := _finished_after(stage, plan, (previous or {}).get("prepared_at", 0)):
+            return f"upstream re-ran: {_names(newer)}", None
         return f"resume from {checkpoints[-1][1].name}", checkpoints[-1][1].name
     if manifest is not None or previous is not None or any((folder / o).exists() for o in STAGE_OUTPUTS):
         return "incomplete: no manifest", None

@@ -53,6 +53,7 @@ class FileHashes:
         """Write the cache atomically; a read-only home only costs re-hashing next time."""
         if not self.changed:
             return
+        self.entries = {k: v for k, v in self.entries.items() if os.path.exists(k)}  # forget deleted files
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
