@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['rows_only_s']:>10.2f}s{r['stage_all_rows_s']:>10.2f}s{r['invalid_rows']:>9,}")
     print("CPU seconds (wall clock above is inflated when the machine is shared):")
     for name, r in results["cases"].items():
-        print(f"  {name:<12}" + "  ".join(f"{k} {v}" for k, v in r["cpu_s"].items()))
+        print(f"  {name:<14}" + "  ".join(f"{k} {v}" for k, v in r["cpu_s"].items()))
     print(f"import workflows.data_check + tokenizers + jinja2: {results['import_s']:.3f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
