@@ -1,0 +1,115 @@
+"""The Slurm launcher against a real cluster (.ci/slurm/up.sh): chains, failures, resubmission."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_summary, run_cli
+from tests.slurm_cluster import job_states, slurm_available, wait_for_jobs
+from workflows.config import compose
+
+_up, _why = slurm_available()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(not _up, reason=_why)]
+
+
+def lean(run_dir: Path, *keep: str) -> list[str]:
+    """A tiny, fast sft_dpo on Slurm: only the `keep` stages, few rows and steps, no eval split."""
+    stages = compose(["+pipeline=sft_dpo"]).stages
+    out = [f"run_dir={run_dir}", "tracking=none", "launcher=slurm", "launcher.poll_seconds=1",
+           *[f"stages.{n}.enabled=false" for n in stages if n not in keep]]
+    for name in keep:
+        out += [f"stages.{name}.data.sources.0.max_rows=64", f"stages.{name}.data.eval_sources=[]",
+                f"stages.{name}.trainer.max_steps=3", f"stages.{name}.trainer.logging_steps=1",
+                f"stages.{name}.trainer.per_device_train_batch_size=8"]
+    return out
+
+
+def job_ids(summary: dict[str, dict]) -> dict[str, str]:
+    return {name: s["extra"]["job_id"] for name, s in summary.items() if "job_id" in s.get("extra", {})}
+
+
+def test_sft_dpo_chain_completes_in_order_with_a_two_task_srun_stage(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    overrides = [*lean(run_dir, "sft", "dpo"), "launcher.wait=true",
+                 "stages.sft.resources.runner=srun", "stages.sft.resources.processes_per_node=2"]
+    result = run_cli("+pipeline=sft_dpo", *overrides, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert {n: s["status"] for n, s in summary.items()} == {"checkpoint": "completed", "sft": "completed",
+                                                            "dpo": "completed"}
+    ids = job_ids(summary)
+    for name, job_id in ids.items():
+        assert f"==> {name}: submitted job {job_id}" in result.stdout
+    jobs = wait_for_jobs(ids.values(), timeout=60)
+    assert {jobs[i]["state"] for i in ids.values()} == {"COMPLETED"}
+    # each job started only after its upstream ended (afterok), and was submitted with that dependency
+    assert jobs[ids["sft"]]["start"] >= jobs[ids["checkpoint"]]["end"]
+    assert jobs[ids["dpo"]]["start"] >= jobs[ids["sft"]]["end"]
+    assert json.loads((run_dir / "dpo" / "job.json").read_text())["dependencies"] == [ids["sft"]]
+    # SFT ran as 2 Slurm tasks, one training process each, and DPO trained from its output
+    sft, dpo = (json.loads((run_dir / n / "manifest.json").read_text()) for n in ("sft", "dpo"))
+    assert sft["world_size"] == 2 and dpo["world_size"] == 1
+    assert dpo["inputs"]["policy_init"] == str(run_dir / "sft" / "model")
+    assert dpo["initial_weights_digest"] != sft["initial_weights_digest"]
+    assert "[sft] step 3/3" in (run_dir / "sft" / "stage.log").read_text()  # the job's log is the stage's log
+
+    again = run_cli("+pipeline=sft_dpo", *overrides, timeout=300)  # all complete: nothing is submitted
+    assert again.returncode == 0, again.stderr
+    assert "submitted job" not in again.stdout
+    assert {s["status"] for s in read_summary(run_dir).values()} == {"cached"}
+
+
+def test_a_failed_stage_cancels_its_dependents_which_never_run(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()  # exists, so the plan accepts it; loading it fails in the job
+    pwned = tmp_path / "pwned"
+    result = run_cli("+pipeline=sft_dpo", *lean(run_dir, "sft", "dpo"), "launcher.wait=true",
+                     f"stages.sft.policy={not_a_model}", f"name='x; touch {pwned}'", timeout=600)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["sft"]["status"] == "failed" and "FAILED" in summary["sft"]["reason"]
+    assert summary["dpo"]["status"] == "cancelled"
+    assert "never ran: upstream 'sft' failed" in summary["dpo"]["reason"]
+    assert "DependencyNeverSatisfied" in summary["dpo"]["reason"]
+    assert "dpo: never ran: upstream 'sft' failed" in result.stdout  # the console summary says so too
+    ids = job_ids(summary)
+    states = wait_for_jobs(ids.values(), timeout=60)
+    assert states[ids["sft"]]["state"] == "FAILED"
+    assert states[ids["dpo"]]["state"] == "CANCELLED"
+    assert states[ids["dpo"]]["reason"] == "DependencyNeverSatisfied"
+    assert not (run_dir / "dpo" / "stage.log").exists()  # its job never started: not a line of output
+    assert not (run_dir / "dpo" / "manifest.json").exists()
+    names = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobName", "-j", ",".join(ids.values())],
+                           capture_output=True, text=True).stdout.split("\n")
+    assert f"posttrain-x; touch {pwned}-dpo" in names  # the hostile run name reached Slurm as a name...
+    assert not pwned.exists()  # ...and nothing ran it
+
+
+def test_a_queued_chain_is_not_submitted_twice(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    held = [*lean(run_dir, "sft", "dpo"), "launcher.extra_sbatch=['--begin=now+3600']"]  # stays PENDING
+    first = run_cli("+pipeline=sft_dpo", *held, timeout=300)
+    ids = job_ids(read_summary(run_dir)) if (run_dir / "summary.json").exists() else {}
+    try:
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert {s["status"] for s in read_summary(run_dir).values()} == {"submitted"}
+        assert {r["state"] for r in job_states(ids.values()).values()} == {"PENDING"}
+
+        second = run_cli("+pipeline=sft_dpo", *held, timeout=300)
+        assert second.returncode == 0, second.stderr
+        for name, job_id in ids.items():
+            assert f"==> {name}: already queued as job {job_id}" in second.stdout
+        assert "submitted job" not in second.stdout
+
+        changed = run_cli("+pipeline=sft_dpo", *held, "stages.dpo.trainer.beta=0.5", timeout=300)
+        assert changed.returncode == 2
+        assert f"stage 'dpo': job {ids['dpo']} from an earlier submission is PENDING with another config" \
+            in changed.stderr
+    finally:
+        if ids:
+            subprocess.run(["scancel", *ids.values()], check=False)
