@@ -123,7 +123,8 @@ def test_sft_data_content_propagates_downstream_but_its_path_does_not(tmp_path, 
 
 def test_world_size_and_seed_change_fingerprints(tmp_path, data):
     base = fingerprints(plan_for(tmp_path / "r", data))
-    assert fingerprints(plan_for(tmp_path / "r", data, "stages.kto.resources.processes_per_node=2"))["kto"] != base["kto"]
+    two_processes = fingerprints(plan_for(tmp_path / "r", data, "stages.kto.resources.processes_per_node=2"))
+    assert two_processes["kto"] != base["kto"]
     assert set(fingerprints(plan_for(tmp_path / "r", data, "seed=7")).values()).isdisjoint(base.values())
 
 

@@ -68,7 +68,8 @@ VOLATILE_TRAINER_KEYS = frozenset({
     # speed and memory only: same math
     "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers",
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "dataset_num_proc",
-    "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_offloading",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+    "activation_checkpointing_kwargs", "activation_offloading",
     "torch_empty_cache_steps", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb",
     "precompute_ref_batch_size", "per_device_eval_batch_size", "eval_accumulation_steps", "debug",
 })
