@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 
@@ -84,12 +85,21 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
                     sys.stdout.flush()
             return proc.wait(), list(tail)
         except KeyboardInterrupt:
-            # SIGTERM lets the trainer stop cleanly; a stage that ignores it is killed.
+            # SIGTERM lets the trainer save a checkpoint and stop (stages/interrupt.py); a stage that ignores
+            # it is killed. Its last lines (which checkpoint it saved) still go to stage.log and the console.
+            def last_words() -> None:
+                for line in proc.stdout:
+                    log.write(line)
+                    sys.stdout.write(line)
+
             os.killpg(proc.pid, signal.SIGTERM)
+            drain = threading.Thread(target=last_words, daemon=True)
+            drain.start()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+            drain.join(5)
             raise
 
 
