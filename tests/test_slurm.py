@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,13 @@ def lean(run_dir: Path, *keep: str) -> list[str]:
     out = [f"run_dir={run_dir}", "tracking=none", "launcher=slurm", "launcher.poll_seconds=1",
            *[f"stages.{n}.enabled=false" for n in stages if n not in keep]]
     for name in keep:
-        out += [f"stages.{name}.data.sources.0.max_rows=64", f"stages.{name}.data.eval_sources=[]",
+        # a private copy of the data: a re-run must find it unchanged, whatever else runs on this machine
+        source = Path(compose(["+pipeline=sft_dpo"]).stages[name].data.sources[0].path)
+        copy = run_dir.parent / "data" / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy)
+        out += [f"stages.{name}.data.sources.0.path={copy}",
+                f"stages.{name}.data.sources.0.max_rows=64", f"stages.{name}.data.eval_sources=[]",
                 f"stages.{name}.trainer.max_steps=3", f"stages.{name}.trainer.logging_steps=1",
                 f"stages.{name}.trainer.per_device_train_batch_size=8"]
     return out
@@ -59,7 +66,7 @@ def test_sft_dpo_chain_completes_in_order_with_a_two_task_srun_stage(tmp_path: P
 
     again = run_cli("+pipeline=sft_dpo", *overrides, timeout=300)  # all complete: nothing is submitted
     assert again.returncode == 0, again.stderr
-    assert "submitted job" not in again.stdout
+    assert "submitted job" not in again.stdout, again.stdout
     assert {s["status"] for s in read_summary(run_dir).values()} == {"cached"}
 
 
