@@ -45,6 +45,7 @@ class Run:
     wall_s: float
     maxrss_mb: float  # largest RSS of the process or of any descendant it waited for (wait4)
     output: str = field(repr=False)
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and its waited-for descendants
 
     def tail(self, lines: int = 25) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
@@ -95,7 +96,8 @@ def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, ti
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         out.seek(0)
-        result = Run(list(argv), proc.returncode, wall, usage.ru_maxrss / 1024, out.read())
+        result = Run(list(argv), proc.returncode, wall, usage.ru_maxrss / 1024, out.read(),
+                     usage.ru_utime + usage.ru_stime)
     if check and result.returncode != 0:
         raise BenchError(f"exit code {result.returncode}: {' '.join(argv)}\n{result.tail()}")
     return result
@@ -162,12 +164,14 @@ def read_observations(folder: Path) -> list[dict[str, Any]]:
 
 
 def step_durations(observation: dict[str, Any]) -> list[dict[str, float]]:
-    """[{step, epoch, seconds}] of every optimizer step, from consecutive step-end times."""
-    previous = observation.get("train_begin_s", 0.0)
+    """[{step, epoch, seconds, cpu_seconds}] of every optimizer step, from consecutive step ends
+    (cpu_seconds: CPU time of the process, all its threads, over the step)."""
+    previous, previous_cpu = observation.get("train_begin_s", 0.0), observation.get("train_begin_cpu_s", 0.0)
     out = []
     for step in observation.get("steps", []):
-        out.append({"step": step["step"], "epoch": step["epoch"], "seconds": step["t"] - previous})
-        previous = step["t"]
+        out.append({"step": step["step"], "epoch": step["epoch"], "seconds": step["t"] - previous,
+                    "cpu_seconds": step.get("cpu", 0.0) - previous_cpu})
+        previous, previous_cpu = step["t"], step.get("cpu", 0.0)
     return out
 
 

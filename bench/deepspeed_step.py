@@ -41,9 +41,13 @@ def run_variant(bench: Bench, model_dir: Path, deepspeed: str, size: dict[str, A
     ranks = stage_observations(observe, "sft")
     if len(ranks) != 2:
         raise RuntimeError(f"expected 2 training processes, observed {len(ranks)}")
-    durations = [d["seconds"] for d in step_durations(ranks[0])]
-    later = durations[WARM_STEPS:] or durations
-    return {"step_s": median(later), "rank_peak_mb": [o["maxrss_mb_train_end"] for o in ranks],
+    def later(observation: dict[str, Any]) -> list[dict[str, float]]:
+        durations = step_durations(observation)
+        return durations[WARM_STEPS:] or durations
+
+    return {"step_s": median([d["seconds"] for d in later(ranks[0])]),
+            "step_cpu_s": median([median([d["cpu_seconds"] for d in later(o)]) for o in ranks]),
+            "rank_peak_mb": [o["maxrss_mb_train_end"] for o in ranks],
             "wall_s": result.wall_s}
 
 
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         step = median([r["step_s"] for r in rs])
         peak = median([max(r["rank_peak_mb"]) for r in rs])
         rows.append({"variant": name, "step_s": step, "step_vs_ddp": step / ddp_step,
+                     "step_cpu_s_per_rank": median([r["step_cpu_s"] for r in rs]),
                      "peak_rss_per_process_mb": peak, "memory_vs_ddp": peak / ddp_mem,
                      "rank_peaks_mb": [round(m) for m in rs[-1]["rank_peak_mb"]],
                      "stage_wall_s": median([r["wall_s"] for r in rs])})

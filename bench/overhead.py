@@ -55,7 +55,7 @@ def run_plain(bench: Bench, out: Path, settings: dict[str, list[str]]) -> tuple[
         upstream = out / stage
     runs = [run(c, env=bench.env()) for c in commands]
     total = Run(commands[-1], 0, sum(r.wall_s for r in runs), max(r.maxrss_mb for r in runs),
-                "\n".join(r.output for r in runs))
+                "\n".join(r.output for r in runs), sum(r.cpu_s for r in runs))
     steps_done = {s: int(json.loads((out / s / "metrics.json").read_text())["global_step"]) for s in ("sft", "dpo")}
     return total, {"steps": steps_done}
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             run_pipeline(bench, bench.workdir / "warm-pipeline", warm)
             run_plain(bench, bench.workdir / "warm-plain", warm)
     walls: dict[str, list[float]] = {"pipeline": [], "plain": []}
+    cpus: dict[str, list[float]] = {"pipeline": [], "plain": []}
     infos: dict[str, list[dict[str, Any]]] = {"pipeline": [], "plain": []}
     for i in range(bench.repeats):  # A B A B ...
         for name, fn in (("pipeline", run_pipeline), ("plain", run_plain)):
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             with progress(f"repeat {i + 1}/{bench.repeats}: {name}"):
                 result, info = fn(bench, target, settings)
             walls[name].append(result.wall_s)
+            cpus[name].append(result.cpu_s)
             infos[name].append(info)
             shutil.rmtree(target, ignore_errors=True)
     if infos["pipeline"][0]["steps"] != infos["plain"][0]["steps"]:
@@ -85,16 +87,18 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [p / q for p, q in zip(walls["pipeline"], walls["plain"])]
     rows = [
         {"variant": "posttrain sft_dpo (tracking=none)", "median_s": median(walls["pipeline"]),
-         "runs_s": [round(w, 1) for w in walls["pipeline"]], "steps": infos["pipeline"][0]["steps"]},
+         "median_cpu_s": median(cpus["pipeline"]), "runs_s": [round(w, 1) for w in walls["pipeline"]],
+         "steps": infos["pipeline"][0]["steps"]},
         {"variant": "plain TRL scripts, 3 processes", "median_s": median(walls["plain"]),
-         "runs_s": [round(w, 1) for w in walls["plain"]], "steps": infos["plain"][0]["steps"]},
-        {"variant": "ratio posttrain / plain", "median_s": value, "runs_s": [round(p, 3) for p in pairs],
-         "steps": "-"},
-        {"variant": "orchestrator outside stage processes", "median_s": median(orchestrator),
+         "median_cpu_s": median(cpus["plain"]), "runs_s": [round(w, 1) for w in walls["plain"]],
+         "steps": infos["plain"][0]["steps"]},
+        {"variant": "ratio posttrain / plain", "median_s": value, "median_cpu_s": ratio(cpus["pipeline"], cpus["plain"]),
+         "runs_s": [round(p, 3) for p in pairs], "steps": "-"},
+        {"variant": "orchestrator outside stage processes", "median_s": median(orchestrator), "median_cpu_s": None,
          "runs_s": [round(o, 1) for o in orchestrator], "steps": "-"},
     ]
     bench.finish(rows, [headline("wall time posttrain / plain TRL", value, "<=", 1.03)],
-                 walls=walls, pair_ratios=pairs, orchestrator_seconds=orchestrator,
+                 walls=walls, cpu_seconds=cpus, pair_ratios=pairs, orchestrator_seconds=orchestrator,
                  settings=settings, baseline="bench/plain_trl_sft_dpo.py: build, sft, dpo as 3 processes")
 
 

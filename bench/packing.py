@@ -87,8 +87,10 @@ def run_variant(bench: Bench, model_dir: Path, data: Path, size: dict[str, Any],
     (observation,) = stage_observations(observe, "sft")
     tokens = max(log.get("num_tokens", 0) for log in observation["logs"])
     seconds = observation["steps"][-1]["t"] - observation["train_begin_s"]
+    cpu_seconds = observation["steps"][-1]["cpu"] - observation["train_begin_cpu_s"]
     steps = len(observation["steps"])
     return {"tokens": tokens, "seconds": seconds, "steps": steps, "tokens_per_s": tokens / seconds,
+            "tokens_per_cpu_s": tokens / cpu_seconds,
             "tokens_per_step": tokens / steps, "peak_rss_mb": observation["maxrss_mb_exit"]}
 
 
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
             with progress(f"repeat {i + 1}/{bench.repeats}: {name}"):
                 results[name].append(run_variant(bench, model_dir, data, size, overrides, f"v{j}-{i}"))
     speed = {name: [r["tokens_per_s"] for r in rs] for name, rs in results.items()}
+    cpu_speed = {name: [r["tokens_per_cpu_s"] for r in rs] for name, rs in results.items()}
     rows = [{"variant": name, "tokens_per_s": median(speed[name]), "vs_padded": ratio(speed[name], speed["padded"]),
+             "tokens_per_cpu_s": median(cpu_speed[name]), "cpu_vs_padded": ratio(cpu_speed[name], cpu_speed["padded"]),
              "steps": rs[0]["steps"], "tokens_per_step": rs[0]["tokens_per_step"], "real_tokens": rs[0]["tokens"],
              "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]), "runs_tokens_per_s": [round(s) for s in speed[name]]}
             for name, rs in results.items()]

@@ -12,7 +12,7 @@ or mlflow. Target: dry run / import <= 0.25.
 
 from __future__ import annotations
 
-from bench.common import headline, median, parse, pipeline, progress, python, ratio, run
+from bench.common import Run, headline, median, parse, pipeline, progress, python, ratio, run
 
 HEAVY = ("torch", "transformers", "trl", "deepspeed", "mlflow", "datasets")
 IMPORT_TRL = "from trl import SFTTrainer, DPOTrainer, KTOTrainer"
@@ -37,24 +37,29 @@ def main(argv: list[str] | None = None) -> None:
     warm_env = bench.env()
     with progress("warm-up (fills posttrain's caches and the page cache)"):
         run(dry, env=warm_env)
-        run(python("-c", IMPORT_TRL), env=warm_env)
-    times: dict[str, list[float]] = {"dry_run (warm caches)": [], "dry_run (cold caches)": [], "import trl": []}
+        if not bench.quick:
+            run(python("-c", IMPORT_TRL), env=warm_env)
+    names = ("dry_run (warm caches)", "dry_run (cold caches)", "import trl")
+    runs: dict[str, list[Run]] = {name: [] for name in names}
     for i in range(bench.repeats):  # A B C A B C ...
         with progress(f"repeat {i + 1}/{bench.repeats}"):
-            times["dry_run (warm caches)"].append(run(dry, env=warm_env).wall_s)
+            runs["dry_run (warm caches)"].append(run(dry, env=warm_env))
             cold_env = bench.env(POSTTRAIN_CACHE_DIR=str(bench.workdir / f"cold-cache-{i}"))
-            times["dry_run (cold caches)"].append(run(dry, env=cold_env).wall_s)
-            times["import trl"].append(run(python("-c", IMPORT_TRL), env=warm_env).wall_s)
+            runs["dry_run (cold caches)"].append(run(dry, env=cold_env))
+            runs["import trl"].append(run(python("-c", IMPORT_TRL), env=warm_env))
+    times = {name: [r.wall_s for r in rs] for name, rs in runs.items()}
+    cpus = {name: [r.cpu_s for r in rs] for name, rs in runs.items()}
     imported = heavy_imports(run(python("-X", "importtime", *dry[1:]), env=warm_env).output)
-    rows = [{"variant": name, "median_s": median(values), "runs_s": [round(v, 2) for v in values],
-             "ratio_to_import_trl": ratio(values, times["import trl"])} for name, values in times.items()]
-    rows.append({"variant": "heavy packages dry_run imports", "median_s": None,
-                 "runs_s": ", ".join(imported) or "none", "ratio_to_import_trl": None})
+    rows = [{"variant": name, "median_s": median(times[name]), "ratio_to_import_trl": ratio(times[name], times["import trl"]),
+             "median_cpu_s": median(cpus[name]), "cpu_ratio": ratio(cpus[name], cpus["import trl"]),
+             "runs_s": [round(v, 2) for v in times[name]]} for name in names]
+    rows.append({"variant": "heavy packages dry_run imports", "median_s": None, "ratio_to_import_trl": None,
+                 "median_cpu_s": None, "cpu_ratio": None, "runs_s": ", ".join(imported) or "none"})
     warm = ratio(times["dry_run (warm caches)"], times["import trl"])
     cold = ratio(times["dry_run (cold caches)"], times["import trl"])
     bench.finish(rows, [headline("dry_run (warm caches) / import trl", warm, "<=", 0.25),
                         headline("dry_run (cold caches) / import trl", cold, "<=", 0.25)],
-                 times=times, heavy_imports=imported, dry_run_command=" ".join(dry[1:]))
+                 times=times, cpu_seconds=cpus, heavy_imports=imported, dry_run_command=" ".join(dry[1:]))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ benchmarks put this folder first on PYTHONPATH of the commands they time (bench/
 when (and only if) a process imports transformers' trainer callbacks, the Trainer's callback
 handler is wrapped to note the time of every optimizer step's end and every logged dict, and the
 process writes <folder>/<pid>.json when training ends and again at exit:
-  {stage, rank, argv, train_begin_s, steps: [{step, epoch, t}], logs: [...],
+  {stage, rank, argv, train_begin_s, train_begin_cpu_s, steps: [{step, epoch, t, cpu}], logs: [...],
    maxrss_mb_train_end, maxrss_mb_exit}
-The wrapping adds one perf_counter() call per step; the stage code is not touched.
+(t: perf_counter, cpu: process_time of all the process's threads). The wrapping adds two clock
+reads per step; the stage code is not touched.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ if _FOLDER:
             handler.on_train_begin, handler.on_step_end, handler.on_log, handler.on_train_end)
 
         def train_begin(self, args, state, control):
-            _record["train_begin_s"] = time.perf_counter()
+            _record["train_begin_s"], _record["train_begin_cpu_s"] = time.perf_counter(), time.process_time()
             return on_train_begin(self, args, state, control)
 
         def step_end(self, args, state, control):
-            _record["steps"].append({"step": state.global_step, "epoch": state.epoch, "t": time.perf_counter()})
+            _record["steps"].append({"step": state.global_step, "epoch": state.epoch, "t": time.perf_counter(),
+                                     "cpu": time.process_time()})
             return on_step_end(self, args, state, control)
 
         def log(self, args, state, control, logs):
