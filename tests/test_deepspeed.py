@@ -37,6 +37,8 @@ def chain_overrides(run_dir: Path) -> list[str]:
                 f"stages.{name}.data.sources.0.max_rows=96", f"stages.{name}.data.eval_sources=[]",
                 f"stages.{name}.trainer.max_steps={STEPS}", f"stages.{name}.trainer.logging_steps=1",
                 f"stages.{name}.trainer.per_device_train_batch_size=8", f"stages.{name}.trainer.save_steps=100"]
+        if stype == "dpo":  # plain sigmoid: at step 1 the loss is exactly ln 2 (see the last test)
+            out.append(f"stages.{name}.trainer.loss_type=[sigmoid]")
         if peft:
             out.append(f"+peft@stages.{name}.peft={peft}")
     return [*out, "stages.dpo_z2.trainer.precompute_ref_log_probs=true"]

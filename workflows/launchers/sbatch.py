@@ -200,6 +200,8 @@ def _exports(plan: Plan, stage: PlannedStage) -> list[str]:
             lines.append(f"export {key}={shell_quote(value)}")
         else:
             lines.append(f'[ -n "${{{key}:-}}" ] || export {key}={shell_quote(value)}')  # the job's env wins
+    if _resources(stage)[3] == "srun":  # one process per task: its CPUs, as torchrun does for its workers
+        lines.append('[ -n "${OMP_NUM_THREADS:-}" ] || export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"')
     if (stage.spec.get("tracking") or {}).get("backend") == "mlflow":
         lines.append('[ -n "${MLFLOW_TAGS:-}" ] || export MLFLOW_TAGS="{\\"slurm.job_id\\": \\"$SLURM_JOB_ID\\"}"'
                      "  # tags the stage's MLflow run")
