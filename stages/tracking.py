@@ -29,27 +29,34 @@ def _main_process() -> bool:
 
 def report_to(spec: dict[str, Any]) -> str | list[str]:
     """TRL/Trainer `report_to` for this stage, after attaching rank 0 to the stage's MLflow run."""
-    tracking = spec.get("tracking") or {}
-    if tracking.get("backend") != "mlflow":
-        return "none"
     if not _main_process():
         os.environ.pop("MLFLOW_RUN_ID", None)
         return "none"
-    attach(spec)
-    return ["mlflow"]
+    return ["mlflow"] if attach(spec) else "none"
 
 
 def attach(spec: dict[str, Any]) -> str | None:
-    """Open the stage's MLflow run in this process (rank 0); returns its id. Idempotent.
+    """Open the stage's MLflow run in this process (rank 0); returns its id, or None when this
+    process does not log. Idempotent; never raises (a tracking failure must not stop training).
 
     With `MLFLOW_RUN_ID` (set by the orchestrator) it continues that run; without (a stage started
     by hand) it starts a run named after the stage in the configured experiment.
+    `POSTTRAIN_TRACKING=off` (the orchestrator could not make the run) turns logging off.
     """
     tracking = spec.get("tracking") or {}
-    if tracking.get("backend") != "mlflow" or not _main_process():
+    if tracking.get("backend") != "mlflow" or not _main_process() or os.environ.get("POSTTRAIN_TRACKING") == "off":
         return None
     if _run:
         return _run["id"]
+    try:
+        return _start(spec, tracking)
+    except Exception as err:  # noqa: BLE001
+        print(f"[{spec.get('name')}] tracking: could not open the MLflow run ({type(err).__name__}: {err}); "
+              f"training goes on without it", file=sys.stderr, flush=True)
+        return None
+
+
+def _start(spec: dict[str, Any], tracking: dict[str, Any]) -> str:
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking["uri"])
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", tracking["experiment"])
     import mlflow

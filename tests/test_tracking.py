@@ -17,10 +17,11 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
 from workflows.dag_picture import mermaid, svg
+from workflows.mlflow_tracker import RUN_FILE, metric_items
 from workflows.plan import build_plan
 from workflows.redact import REDACTED, flatten, is_secret_key, loggable_params, mlflow_name, param_value, redact
 from workflows.report import StageResult
-from workflows.tracking import RUN_FILE, TrackingError, metric_items, preflight, tracked
+from workflows.tracking import TrackingError, preflight, tracked
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
@@ -47,6 +48,8 @@ def test_redact_keys_env_values_and_urls():
     assert out["tracking"]["uri"] == f"https://alice:{REDACTED}@mlflow.example.com"
     assert out["args"] == ["--token", REDACTED]
     assert config["trainer"]["hub_token"].startswith("hf_")  # the input is left alone
+    command = ["python", "-m", "workflows.run", "++launcher.env.DB_PASSWORD=abc", "stages.dpo.trainer.beta=0.1"]
+    assert redact(command)[3:] == [f"++launcher.env.DB_PASSWORD={REDACTED}", "stages.dpo.trainer.beta=0.1"]
 
 
 def test_flatten_and_mlflow_safe_params():
@@ -109,6 +112,9 @@ def test_tracking_none_never_imports_mlflow(tmp_path):
         "    assert isinstance(tracker, NullTracker)\n"
         "    assert tracker.on_stage_start(plan.stages[0]) == {}\n"
         "assert report_to(plan.stages[1].spec) == 'none'\n"
+        "import os; os.environ['POSTTRAIN_TRACKING'] = 'off'  # the orchestrator could not make the run\n"
+        f"tracked_plan = build_plan(compose(['+pipeline=sft_dpo', 'run_dir={tmp_path}/run']))\n"
+        "assert report_to(tracked_plan.stages[1].spec) == 'none'\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'mlflow'], 'mlflow imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

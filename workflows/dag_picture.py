@@ -11,14 +11,9 @@ from workflows.plan import Plan
 # Fill colours by stage status; a status not listed (before the run) is drawn neutral.
 COLORS = {
     "completed": "#c8e6c9", "cached": "#e0e0e0", "given": "#e0e0e0", "failed": "#ffcdd2",
-    "interrupted": "#ffe0b2", "skipped": "#fff9c4", "running": "#bbdefb",
+    "interrupted": "#ffe0b2", "skipped": "#fff9c4", "gated": "#fff9c4", "running": "#bbdefb",
 }
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 170, 54, 40, 60, 20
-
-
-def _label(stage, statuses: dict[str, str]) -> str:
-    status = statuses.get(stage.name) or stage.reason
-    return f"{stage.name} [{stage.type}] {status}".strip()
 
 
 def mermaid(plan: Plan, statuses: dict[str, str] | None = None) -> str:

@@ -17,7 +17,7 @@ SECRET_WORDS = frozenset({"token", "password", "passwd", "pwd", "secret", "key",
 SECRET_PARTS = ("password", "secret", "api_key", "apikey", "access_key", "private_key", "credential")
 ENV_KEYS = frozenset({"env", "environ", "environment", "env_vars", "secrets"})  # every value below is checked
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@")
-_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>.+)$")
+_ASSIGNMENT = re.compile(r"^(?P<name>[+~]*[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>.+)$")  # also Hydra's ++key=v
 _TOKEN_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
 
 # MLflow's limits (mlflow.utils.validation, MLflow 3.x); kept here so nothing imports mlflow to plan.
@@ -38,7 +38,7 @@ def is_secret_key(key: str) -> bool:
 def redact_value(value: str) -> str:
     """Secrets inside a string: a URL's password, `NAME=value` with a secret NAME, known token shapes."""
     value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
-    if (m := _ASSIGNMENT.match(value)) and is_secret_key(m["name"]):
+    if (m := _ASSIGNMENT.match(value)) and is_secret_key(m["name"].lstrip("+~")):
         return f"{m['name']}={REDACTED}"
     return _TOKEN_VALUE.sub(REDACTED, value)
 
