@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from stages import ref_cache
-from stages.common import (
-    final_metrics, last_checkpoint, load_model, load_tokenizer, log, lora_config, model_digest, attach_progress,
-    save_model, write_manifest,
-)
+from stages.common import load_model, load_tokenizer, log, lora_config, model_digest
 from stages.data import load_stage_data
 from stages.distributed import file_backed, world_size
-from stages.interrupt import save_on_signal
+from stages.training import train_and_finish
 
 
 def load_reference(spec: dict[str, Any]) -> tuple[Any, str]:
@@ -47,14 +44,5 @@ def run(spec: dict[str, Any], trainer_cls: type, args: Any, data_format: str) ->
         model=model, ref_model=reference, args=args, train_dataset=train, eval_dataset=evaluation,
         processing_class=tokenizer, peft_config=lora_config(spec["peft"]),
     )
-    attach_progress(trainer, spec)
-    save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
-    resume = last_checkpoint(spec)
-    if resume:
-        log(spec, f"resuming from {resume}")
-    output = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**final_metrics(trainer, output, evaluation), **data.metrics}
-    save_model(trainer, tokenizer, spec)
-    write_manifest(spec, metrics, initial_weights_digest=initial_digest, reference_note=reference_note,
-                   resumed_from=resume, data_fingerprints=data.fingerprints,
-                   ref_logps_cache=getattr(trainer, "ref_logps_cache", None))
+    train_and_finish(trainer, tokenizer, spec, data, initial_digest, reference_note=reference_note,
+                     ref_logps_cache=getattr(trainer, "ref_logps_cache", None))

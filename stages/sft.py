@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.common import (
-    final_metrics, last_checkpoint, load_model, load_spec, load_tokenizer, log, lora_config, model_digest,
-    attach_progress, save_model, trl_args, write_manifest,
-)
+from stages.common import load_model, load_spec, load_tokenizer, log, lora_config, model_digest, trl_args
 from stages.data import load_stage_data
-from stages.interrupt import save_on_signal
+from stages.training import train_and_finish
 
 
 def build_config(spec: dict[str, Any], conversational: bool = True) -> Any:
@@ -41,16 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
         peft_config=lora_config(spec["peft"]),
     )
-    attach_progress(trainer, spec)
-    save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
-    resume = last_checkpoint(spec)
-    if resume:
-        log(spec, f"resuming from {resume}")
-    output = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**final_metrics(trainer, output, evaluation), **data.metrics}
-    save_model(trainer, tokenizer, spec)
-    write_manifest(spec, metrics, initial_weights_digest=initial_digest, resumed_from=resume,
-                   data_fingerprints=data.fingerprints)
+    train_and_finish(trainer, tokenizer, spec, data, initial_digest)
 
 
 if __name__ == "__main__":
