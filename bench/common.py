@@ -63,6 +63,10 @@ def base_env(extra: dict[str, str] | None = None, observe: Path | None = None) -
         paths.insert(0, str(OBSERVER_DIR))
         env[OBSERVE_ENV] = str(observe)
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    # One torch thread per process unless the caller says otherwise: on a shared machine OpenMP's
+    # barrier spin makes a 2-thread step 5-10x slower whenever another process takes a core, which
+    # swamps any comparison. Every variant runs under the same setting (recorded in the JSON).
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -250,7 +254,8 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {"machine": platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "load_average": list(os.getloadavg()), "packages": versions}
+            "python": platform.python_version(), "load_average": list(os.getloadavg()), "packages": versions,
+            "omp_num_threads": base_env()["OMP_NUM_THREADS"]}
 
 
 @dataclass

@@ -5,7 +5,8 @@ processes on one machine (on CPU: gloo), through the SFT stage.
 
 Each variant runs `python -m workflows.run +pipeline=sft_dpo` with only the SFT stage,
 `stages.sft.resources.processes_per_node=2` and `deepspeed=none|zero2|zero3`, from the same Llama
-built from config (~20M parameters), for a fixed number of steps. Step time is the median over
+built from config (~57M parameters: weights, gradients and Adam state ~0.9 GB per process
+under DDP), for a fixed number of steps. Step time is the median over
 the steps after the first two (start-up, allocator warm-up), per-process memory the peak
 resident set of each rank up to the end of training, both read by bench/observer. No target: the
 numbers say what sharding costs and saves at this size; on one CPU machine ZeRO's communication
@@ -22,8 +23,8 @@ from bench.common import (
     step_durations,
 )
 
-FULL = {"model": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6, "num_attention_heads": 8,
-                  "num_key_value_heads": 8},
+FULL = {"model": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 8, "num_attention_heads": 12,
+                  "num_key_value_heads": 12},  # bench/dpo_memory.py's model: states dominate the process
         "steps": 12, "batch": 8}
 QUICK = {"model": {}, "steps": 3, "batch": 4}
 VARIANTS = {"DDP (deepspeed=none)": "none", "ZeRO-2": "zero2", "ZeRO-3": "zero3"}

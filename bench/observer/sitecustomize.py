@@ -6,8 +6,8 @@ benchmarks put this folder first on PYTHONPATH of the commands they time (bench/
 when (and only if) a process imports transformers' trainer callbacks, the Trainer's callback
 handler is wrapped to note the time of every optimizer step's end and every logged dict, and the
 process writes <folder>/<pid>.json when training ends and again at exit:
-  {stage, rank, argv, train_begin_s, train_begin_cpu_s, steps: [{step, epoch, t, cpu}], logs: [...],
-   maxrss_mb_train_end, maxrss_mb_exit}
+  {stage, rank, argv, start_s, train_begin_s, train_begin_cpu_s, steps: [{step, epoch, t, cpu}], logs: [...],
+   train_end_s, exit_s, maxrss_mb_train_end, maxrss_mb_exit}
 (t: perf_counter, cpu: process_time of all the process's threads). The wrapping adds two clock
 reads per step; the stage code is not touched.
 """
@@ -27,7 +27,7 @@ if _FOLDER:
     import time
 
     _TARGET = "transformers.trainer_callback"
-    _record: dict = {"steps": [], "logs": []}
+    _record: dict = {"steps": [], "logs": [], "start_s": time.perf_counter()}  # ~ interpreter start
 
     def _maxrss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -39,7 +39,7 @@ if _FOLDER:
         _record.update(pid=os.getpid(), argv=list(sys.argv), rank=int(os.environ.get("RANK", "0")),
                        world_size=int(os.environ.get("WORLD_SIZE", "1")),
                        stage=os.path.basename(os.path.dirname(stage_yaml)) or None,
-                       maxrss_mb_exit=_maxrss_mb())
+                       maxrss_mb_exit=_maxrss_mb(), exit_s=time.perf_counter())
         os.makedirs(_FOLDER, exist_ok=True)
         path = os.path.join(_FOLDER, f"{os.getpid()}.json")
         with open(path + ".tmp", "w") as f:
