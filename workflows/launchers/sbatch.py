@@ -109,12 +109,14 @@ def _identity_mounts(plan: Plan, stage: PlannedStage) -> list[str]:
         paths.append(os.path.dirname(uri[len("sqlite:///"):]))  # the planner made it absolute
     if plan.config["launcher"]["container"].get("mount_code"):
         paths.append(str(ROOT))
-    folders = sorted({p if os.path.isdir(p) or not os.path.splitext(p)[1] else os.path.dirname(p) for p in paths})
+    folders = [p if os.path.isdir(p) or not os.path.splitext(p)[1] else os.path.dirname(p) for p in paths]
     kept: list[str] = []
-    for folder in folders:  # sorted: a parent comes before what is inside it
+    for folder in sorted(set(folders)):  # sorted: a parent comes before what is inside it
         if not any(folder == k or folder.startswith(k.rstrip("/") + "/") for k in kept):
             kept.append(folder)
-    return kept
+    # Listed in the order collected above, not alphabetically, so the script reads the same
+    # wherever the checkout lives.
+    return sorted(kept, key=folders.index)
 
 
 def container_mounts(plan: Plan, stage: PlannedStage) -> list[str]:
