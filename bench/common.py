@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -193,8 +194,6 @@ def build_checkpoint(bench: Bench, config: dict[str, Any], seed: int = 42) -> Pa
     benchmarks of one stage start from the same kind of model a pipeline would. Returns its dir."""
     import hashlib
 
-    import yaml
-
     from workflows.config import compose
 
     model = dict(compose(["+pipeline=sft_dpo"]).model)  # conf/model/tiny.yaml, resolved
@@ -203,15 +202,22 @@ def build_checkpoint(bench: Bench, config: dict[str, Any], seed: int = 42) -> Pa
     key = hashlib.sha256(json.dumps([model, seed], sort_keys=True).encode()).hexdigest()[:16]
     stage_dir = Path(shared) / key if shared else bench.workdir / "checkpoint"
     model_dir = stage_dir / "model"
-    if (stage_dir / "manifest.json").is_file():
-        return model_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
+    with open(stage_dir.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # `run_all --jobs 2`: another benchmark may be building it now
+        if not (stage_dir / "manifest.json").is_file():
+            _build(stage_dir, model_dir, model, seed)
+    return model_dir
+
+
+def _build(stage_dir: Path, model_dir: Path, model: dict[str, Any], seed: int) -> None:
+    import yaml
+
     spec = {"name": "checkpoint", "type": "checkpoint", "stage_dir": str(stage_dir), "model_dir": str(model_dir),
             "seed": seed, "model": model, "tracking": {"backend": "none"}, "resources": {"runner": "python"}}
     (stage_dir / "stage.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     with progress("build the model from config"):
         run(python("-m", "stages.checkpoint", str(stage_dir / "stage.yaml")))
-    return model_dir
 
 
 def parameters(model_dir: Path) -> int:

@@ -23,10 +23,9 @@ import math
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Bench, headline, median, parse, python, run
+from bench.common import ROOT, headline, median, parse, python, run
 
 # Dense bf16 tensor-core peak (no sparsity), from the vendors' data sheets; --peak-tflops overrides.
 PEAK_TFLOPS = [("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0),

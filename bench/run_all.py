@@ -5,6 +5,8 @@ every target at the end and writes bench/results/run_all.json. `--quick` runs ti
 to check that every benchmark still works (the test-suite does this); its numbers mean nothing.
 For numbers worth reporting, run it on a quiet machine: `--wait-for-load 2` waits (up to
 `--max-wait` seconds) before each benchmark until the 1-minute load average is below 2.
+`--jobs 2` runs two benchmarks at a time, each one's output printed when it ends: only with
+`--quick`, where the numbers are not read (side by side they would slow each other down).
 Exit code 1 if a benchmark failed to run; unmet targets are reported, not failures.
 """
 
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
                         help="before each benchmark, wait until the 1-minute load average is below LOAD")
     parser.add_argument("--max-wait", type=float, default=1800, help="seconds to wait for the load in all")
+    parser.add_argument("--jobs", type=int, default=1, help="benchmarks run at once (more than 1: --quick only)")
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and not args.quick):
+        parser.error("--jobs above 1 needs --quick: benchmarks running side by side distort each other's timings")
     names = [n for n, _ in BENCHMARKS]
     chosen = args.only.split(",") if args.only else names
     unknown = sorted(set(chosen) - set(names))
@@ -81,18 +86,48 @@ def main(argv: list[str] | None = None) -> int:
     models = tempfile.mkdtemp(prefix="posttrain-bench-models-")  # models built from config, shared by benchmarks
     env = {**os.environ, MODEL_CACHE_ENV: models,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    todo = [(name, quick_args) for name, quick_args in BENCHMARKS if name in chosen]
+    started: list[tuple[str, list[str], subprocess.Popen, float, float, Any]] = []
+    done: dict[str, tuple[list[str], int, float, float]] = {}
+
+    def finish(item: tuple[str, list[str], subprocess.Popen, float, float, Any]) -> None:
+        name, argv_, proc, start, load, log = item
+        code = proc.wait()
+        seconds = time.perf_counter() - start
+        if log is not None:  # run beside others: its output, whole, now
+            log.seek(0)
+            sys.stdout.write(f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})\n{log.read()}")
+            sys.stdout.flush()
+            log.close()
+        done[name] = (argv_, code, seconds, load)
+
+    for name, quick_args in todo:
+        while len(started) - len(done) >= args.jobs:  # wait for a free slot
+            running = [item for item in started if item[0] not in done]
+            finished = next((item for item in running if item[2].poll() is not None), None)
+            if finished is None:
+                time.sleep(0.2)
+                continue
+            finish(finished)
+        load = wait_for_load(args.wait_for_load, deadline) if args.wait_for_load else os.getloadavg()[0]
+        argv_ = [sys.executable, "-m", f"bench.{name}", *arguments(name, quick_args, args.quick, args.out)]
+        log = None
+        if args.jobs > 1:
+            log = tempfile.TemporaryFile("w+")
+        else:
+            print(f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv_, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+        started.append((name, argv_, proc, start, load, log))
+    for item in started:
+        if item[0] not in done:
+            finish(item)
+
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     failed = []
-    for name, quick_args in BENCHMARKS:
-        if name not in chosen:
-            continue
-        load = wait_for_load(args.wait_for_load, deadline) if args.wait_for_load else os.getloadavg()[0]
-        argv_ = [sys.executable, "-m", f"bench.{name}", *arguments(name, quick_args, args.quick, args.out)]
-        print(f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})", flush=True)
-        start = time.perf_counter()
-        code = subprocess.call(argv_, cwd=ROOT, env=env)
-        seconds = time.perf_counter() - start
+    for name, _ in todo:  # reported in the listed order, whatever order they ended in
+        argv_, code, seconds, load = done[name]
         runs.append({"benchmark": name, "command": " ".join(argv_[1:]), "exit_code": code, "seconds": seconds,
                      "load_average_before": load})
         result = args.out / f"{name}.json"

@@ -17,7 +17,7 @@ from typing import Any
 from stages.common import log
 from workflows.data_check import SourceCheck, Settings, check_source, cross_source_duplicates, describe, \
     display_path
-from workflows.data_files import SourceError, dataset_fingerprint, iter_rows, source_files
+from workflows.data_files import SourceError, dataset_fingerprint, iter_rows
 from workflows.data_formats import sft_common_shape, to_common_shape
 from workflows.data_mix import plan_mixture
 from workflows.token_lengths import TokenCounter

@@ -73,8 +73,8 @@ def test_print_table(capsys):
 def test_every_benchmark_runs_in_quick_mode(tmp_path):
     out = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    command = [sys.executable, "-m", "bench.run_all", "--quick", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for name, (labels, n_headlines) in EXPECTED.items():
         data = json.loads((out / f"{name}.json").read_text())

@@ -89,7 +89,7 @@ def _check_type(value: Any, type_str: str) -> bool:
     }
     for t in accepted:
         base = t.split("[")[0]
-        if base in ("list",) and isinstance(v := value, list):
+        if base in ("list",) and isinstance(value, list):
             return True
         if base in ("dict",) and isinstance(value, dict):
             return True
