@@ -10,6 +10,12 @@ revision=...)`, the hub's own code path (a local folder is resolved like a hub r
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ from workflows.data_check import SourceCheck, Settings, check_source, cross_sour
 from workflows.data_files import SourceError, dataset_fingerprint, iter_rows
 from workflows.data_formats import sft_common_shape, to_common_shape
 from workflows.data_mix import plan_mixture
+from workflows.hashing import cache_root
 from workflows.token_lengths import TokenCounter
 
 
@@ -70,8 +77,6 @@ def load_stage_data(spec: dict[str, Any]) -> StageData:
     Raises:
         SystemExit: with every problem (file and row) when `on_invalid: error` and a row is invalid.
     """
-    from datasets import Dataset
-
     data = spec["data"]
     settings = Settings.from_spec(spec)
     counter = TokenCounter.from_dir(spec["tokenizer"], spec.get("chat_template")) if spec.get("tokenizer") else None
@@ -123,8 +128,50 @@ def load_stage_data(spec: dict[str, Any]) -> StageData:
                "data/over_length_rows": float(over), "data/sources": float(len(sources))}
     for note in notes:
         log(spec, note)
-    return StageData(Dataset.from_list(train_list), Dataset.from_list(eval_list) if eval_list else None,
+    return StageData(materialize(train_list), materialize(eval_list) if eval_list else None,
                      bool(common and common[1]), metrics, fingerprints, notes)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No `Saving the dataset` progress bar: it is an implementation detail here."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            enable_progress_bars()
+
+
+def materialize(rows: list[dict[str, Any]]) -> Any:
+    """`rows` as a `datasets.Dataset` backed by a file named by their content.
+
+    In memory, every run would tokenize the rows again; from a file, the trainer's tokenization
+    (its `.map`) is cached beside it by `datasets`, so a re-run with the same rows, tokenizer and
+    settings (another beta, a resumed stage, a second stage on the same data) skips it, as it
+    would for a plain `load_dataset` script. Entries: <cache root>/datasets/<sha256>/ (cache root:
+    $POSTTRAIN_CACHE_DIR, default ~/.cache/posttrain), renamed into place when complete; delete
+    the folder to reclaim space. Where the cache cannot be written, the rows stay in memory.
+    """
+    from datasets import Dataset, load_from_disk
+
+    key = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    folder = cache_root() / "datasets" / key
+    if not (folder / "state.json").is_file():
+        tmp = folder.with_name(f"{key}.{os.getpid()}.tmp")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with _quiet():
+                Dataset.from_list(rows).save_to_disk(str(tmp))
+            os.rename(tmp, folder)
+        except OSError:  # another process renamed its copy first, or a read-only cache
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (folder / "state.json").is_file():
+                return Dataset.from_list(rows)
+    return load_from_disk(str(folder))
 
 
 def load_datasets(data: dict[str, Any], target_format: str | None = None) -> tuple[Any, Any]:
