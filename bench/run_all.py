@@ -19,7 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,41 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, MODEL_CACHE_ENV: models,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     todo = [(name, quick_args) for name, quick_args in BENCHMARKS if name in chosen]
-    started: list[tuple[str, list[str], subprocess.Popen, float, float, Any]] = []
-    done: dict[str, tuple[list[str], int, float, float]] = {}
+    printing = threading.Lock()
 
-    def finish(item: tuple[str, list[str], subprocess.Popen, float, float, Any]) -> None:
-        name, argv_, proc, start, load, log = item
-        code = proc.wait()
-        seconds = time.perf_counter() - start
-        if log is not None:  # run beside others: its output, whole, now
-            log.seek(0)
-            sys.stdout.write(f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})\n{log.read()}")
-            sys.stdout.flush()
-            log.close()
-        done[name] = (argv_, code, seconds, load)
-
-    for name, quick_args in todo:
-        while len(started) - len(done) >= args.jobs:  # wait for a free slot
-            running = [item for item in started if item[0] not in done]
-            finished = next((item for item in running if item[2].poll() is not None), None)
-            if finished is None:
-                time.sleep(0.2)
-                continue
-            finish(finished)
+    def one(name: str, quick_args: list[str]) -> tuple[list[str], int, float, float]:
         load = wait_for_load(args.wait_for_load, deadline) if args.wait_for_load else os.getloadavg()[0]
         argv_ = [sys.executable, "-m", f"bench.{name}", *arguments(name, quick_args, args.quick, args.out)]
-        log = None
-        if args.jobs > 1:
-            log = tempfile.TemporaryFile("w+")
-        else:
-            print(f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})", flush=True)
+        header = f"\n=== {name}: {' '.join(argv_[1:])}  (load average {load:.2f})"
+        if args.jobs == 1:
+            print(header, flush=True)
         start = time.perf_counter()
-        proc = subprocess.Popen(argv_, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
-        started.append((name, argv_, proc, start, load, log))
-    for item in started:
-        if item[0] not in done:
-            finish(item)
+        proc = subprocess.run(argv_, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE if args.jobs > 1 else None,
+                              stderr=subprocess.STDOUT if args.jobs > 1 else None)
+        seconds = time.perf_counter() - start
+        if args.jobs > 1:  # run beside others: its output, whole, when it ends
+            with printing:
+                print(f"{header}\n{proc.stdout}", flush=True)
+        return argv_, proc.returncode, seconds, load
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = dict(zip([n for n, _ in todo], pool.map(lambda item: one(*item), todo)))
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
