@@ -153,25 +153,41 @@ def materialize(rows: list[dict[str, Any]]) -> Any:
     (its `.map`) is cached beside it by `datasets`, so a re-run with the same rows, tokenizer and
     settings (another beta, a resumed stage, a second stage on the same data) skips it, as it
     would for a plain `load_dataset` script. Entries: <cache root>/datasets/<sha256>/ (cache root:
-    $POSTTRAIN_CACHE_DIR, default ~/.cache/posttrain), renamed into place when complete; delete
-    the folder to reclaim space. Where the cache cannot be written, the rows stay in memory.
+    $POSTTRAIN_CACHE_DIR, default ~/.cache/posttrain); delete the folder to reclaim space. Where
+    the cache cannot be written, the rows stay in memory.
     """
     from datasets import Dataset, load_from_disk
 
     key = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
-    folder = cache_root() / "datasets" / key
-    if not (folder / "state.json").is_file():
-        tmp = folder.with_name(f"{key}.{os.getpid()}.tmp")
+    entry = cache_root() / "datasets" / key
+    if not entry.is_dir():
         try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            with _quiet():
-                Dataset.from_list(rows).save_to_disk(str(tmp))
-            os.rename(tmp, folder)
-        except OSError:  # another process renamed its copy first, or a read-only cache
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (folder / "state.json").is_file():
-                return Dataset.from_list(rows)
-    return load_from_disk(str(folder))
+            store_dataset(Dataset.from_list(rows), entry)
+        except OSError:  # a read-only or broken cache
+            return Dataset.from_list(rows)
+    return load_from_disk(str(entry))
+
+
+def store_dataset(dataset: Any, entry: Path, files: dict[str, str] | None = None) -> None:
+    """Save `dataset` (plus `files`: name -> text) next to `entry`, then rename it in: readers see
+    all of it or nothing. When another process stored the same entry first, theirs is kept.
+
+    Raises:
+        OSError: the cache folder cannot be written.
+    """
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with _quiet():
+            dataset.save_to_disk(str(tmp))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        os.replace(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not entry.is_dir():
+            raise
 
 
 def load_datasets(data: dict[str, Any], target_format: str | None = None) -> tuple[Any, Any]:

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from stages.common import log
+from stages.data import store_dataset
 from workflows.hashing import cache_root
 
 KEY_ARGS = ("max_length", "truncation_mode", "padding_free", "pad_to_multiple_of", "ld_alpha", "bf16", "fp16")
@@ -103,8 +101,9 @@ def caching(trainer_cls: type, spec: dict[str, Any], reference_digest: str) -> t
                     return concatenate_datasets([dataset, cached], axis=1)
             out = super()._precompute_ref_logps(dataset, name, batch_size)
             if self.accelerator.is_main_process:
-                _store(entry, out.select_columns([c for c in out.column_names if c not in dataset.column_names]),
-                       inputs)
+                columns = out.select_columns([c for c in out.column_names if c not in dataset.column_names])
+                store_dataset(columns.flatten_indices(), entry,
+                              {"posttrain_key.json": json.dumps(inputs, indent=2, default=str)})
             self.accelerator.wait_for_everyone()
             seconds = round(time.time() - start, 2)
             self.ref_logps_cache[name] = {"hit": False, "key": key, "seconds": seconds}
@@ -113,16 +112,3 @@ def caching(trainer_cls: type, spec: dict[str, Any], reference_digest: str) -> t
 
     CachedReferenceLogps.__name__ = trainer_cls.__name__  # TRL names model cards and tags after it
     return CachedReferenceLogps
-
-
-def _store(entry: Path, columns: Any, inputs: dict[str, Any]) -> None:
-    """Write an entry next to its final place, then rename it in: readers see all of it or nothing."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    columns.flatten_indices().save_to_disk(str(tmp))
-    (tmp / "posttrain_key.json").write_text(json.dumps(inputs, indent=2, default=str))
-    try:
-        os.replace(tmp, entry)
-    except OSError:  # another process stored the same entry first: theirs is as good
-        shutil.rmtree(tmp, ignore_errors=True)

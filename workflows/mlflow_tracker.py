@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from workflows.fingerprint import read_json
 from workflows.lineage import data_identities, git_commit, posttrain_version
 from workflows.redact import loggable_params, mlflow_name, redact
 from workflows.tracking import TrackingError
@@ -31,14 +32,6 @@ PENDING = ("submitted", "queued", "pending", "running")  # the pipeline goes on 
 # Spec keys left out of a stage run's params: bulky duplicates (the fingerprint's input record).
 UNLOGGED_SPEC_KEYS = ("fingerprint_inputs",)
 PARAM_BATCH = 100  # MLflow's limit of params per log_batch
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -225,12 +218,12 @@ class MlflowTracker:
         stage = self.plan.stage(name)
         if stage.external:
             return None
-        record = _read_json(Path(stage.stage_dir) / RUN_FILE) or {}
+        record = read_json(Path(stage.stage_dir) / RUN_FILE) or {}
         return record.get("run_id") if record.get("tracking_uri") == self.uri else None
 
     def _resumable(self, stage: PlannedStage) -> str | None:
         """The run of an interrupted attempt this stage continues (same store, fingerprint, a checkpoint)."""
-        record = _read_json(Path(stage.stage_dir) / RUN_FILE)
+        record = read_json(Path(stage.stage_dir) / RUN_FILE)
         if not record or record.get("tracking_uri") != self.uri or record.get("experiment_id") != self.experiment_id:
             return None
         if not stage.spec.get("resume_from") or record.get("fingerprint") != stage.spec.get("fingerprint"):
@@ -252,7 +245,7 @@ class MlflowTracker:
                 tags["posttrain.resumed"] = "true"
                 tags["posttrain.previous_parent_run_id"] = previous
             else:
-                earlier = (_read_json(Path(stage.stage_dir) / RUN_FILE) or {}).get("run_id")
+                earlier = (read_json(Path(stage.stage_dir) / RUN_FILE) or {}).get("run_id")
                 run_id = self.client.create_run(self.experiment_id, run_name=stage.name, tags={
                     "mlflow.parentRunId": self.parent_id}).info.run_id
                 tags["posttrain.previous_attempt_run_id"] = earlier
@@ -327,16 +320,16 @@ class MlflowTracker:
         status = STATUS.get(result.status)
         if status:  # any other status (a job queued on a scheduler): the stage ends its run itself
             self.client.set_terminated(run_id, status)
-        record = _read_json(folder / RUN_FILE) or {}
-        manifest = _read_json(folder / "manifest.json") or {}
+        record = read_json(folder / RUN_FILE) or {}
+        manifest = read_json(folder / "manifest.json") or {}
         record.update(status=status or result.status, manifest_finished_at=manifest.get("finished_at"))
         _write_json(folder / RUN_FILE, record)
 
     def _cached(self, stage: PlannedStage, result: StageResult) -> None:
         """A child run that says `cached` and points at the run that built the model (if known)."""
         folder = Path(stage.stage_dir)
-        record = _read_json(folder / RUN_FILE) or {}
-        manifest = _read_json(folder / "manifest.json") or {}
+        record = read_json(folder / RUN_FILE) or {}
+        manifest = read_json(folder / "manifest.json") or {}
         same_store = record.get("tracking_uri") == self.uri
         source = record.get("run_id") if same_store and record.get("manifest_finished_at") == manifest.get(
             "finished_at") else None
@@ -400,7 +393,7 @@ class MlflowTracker:
                     self._log_tags(self.parent_id, {f"posttrain.status.{name}": "interrupted"})
                     self.statuses[name] = "interrupted"
                     record_path = Path(self.plan.stage(name).stage_dir) / RUN_FILE
-                    _write_json(record_path, {**(_read_json(record_path) or {}), "status": status})
+                    _write_json(record_path, {**(read_json(record_path) or {}), "status": status})
             self.running.clear()
             from workflows.dag_picture import mermaid_markdown, svg
 
