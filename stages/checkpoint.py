@@ -7,7 +7,10 @@ pretrained model (hub id or dir) needs no stage: the planner hands its path to t
 
 from __future__ import annotations
 
-from stages.common import load_spec, log, model_digest, write_manifest
+from pathlib import Path
+
+from stages.lib.common import load_spec, log, write_manifest
+from stages.lib.models import model_digest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,10 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    model_cfg = spec["model"]
+    model_cfg = spec.model or {}
     tokenizer = AutoTokenizer.from_pretrained(model_cfg["tokenizer"])
     if model_cfg.get("chat_template"):
-        tokenizer.chat_template = open(model_cfg["chat_template"]).read()
+        tokenizer.chat_template = Path(model_cfg["chat_template"]).read_text()
     model_cls = getattr(transformers, model_cfg["architecture"])
     config = model_cls.config_class(
         **{
@@ -30,12 +33,12 @@ def main(argv: list[str] | None = None) -> None:
             **model_cfg["config"],
         }
     )
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(spec.seed)
     model = model_cls(config)
     n_params = sum(p.numel() for p in model.parameters())
     log(spec, f"built {model_cfg['architecture']} with {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
-    model.save_pretrained(spec["model_dir"])
-    tokenizer.save_pretrained(spec["model_dir"])
+    model.save_pretrained(spec.model_dir)
+    tokenizer.save_pretrained(spec.model_dir)
     write_manifest(spec, {"parameters": float(n_params)}, weights_digest=model_digest(model))
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages import preference
-from stages.common import load_spec, trl_args
+from posttrain.spec import StageSpec
+from stages.lib import preference
+from stages.lib.common import load_spec, trl_args
 
 
-def build_config(spec: dict[str, Any]) -> Any:
+def build_config(spec: StageSpec) -> Any:
     from trl import DPOConfig
 
     return trl_args(DPOConfig, spec)
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     from trl import DPOTrainer
 
     args = build_config(spec)  # before any model loads: ZeRO-3 must be configured first
-    preference.run(spec, DPOTrainer, args, data_format="preference")
+    preference.run(spec, DPOTrainer, args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 For each model of `models` (the checkpoint, SFT, DPO, ...):
 - task accuracy: greedy answers to `eval.tasks` prompts, each checked by the verifier
-  `eval.checker` (stages/verifiers.py); overall, per task type, and for the task types the
+  `eval.checker` (posttrain/verifiers.py); overall, per task type, and for the task types the
   training data had (`seen`) apart from those it never had (`unseen`: zero-shot transfer);
 - preference accuracy on `eval.pairs`: how often log p(chosen) > log p(rejected), and for a
   DPO/KTO model, relative to the reference it was trained against (the implicit reward);
@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.common import load_spec, log, write_manifest
-from stages.scoring import accuracy_metrics, perplexity_metrics, preference_metrics, side_by_side
-from stages.verifiers import load_verifier, prompt_text, response_text, verify
-from workflows.data_files import iter_rows
-from workflows.data_formats import to_trainer_rows
+from posttrain.artifacts import TABLE_FILE
+from posttrain.data.files import iter_rows
+from posttrain.data.formats import to_trainer_rows
+from posttrain.spec import ModelRef, StageSpec
+from posttrain.tracking import backend
+from posttrain.verifiers import load_verifier, prompt_text, response_text, verify
+from stages.lib.common import load_spec, log, write_manifest
+from stages.lib.scoring import accuracy_metrics, perplexity_metrics, preference_metrics, side_by_side
 
 
 def read_rows(path: str | None, max_rows: int | None, seed: int) -> list[dict[str, Any]]:
@@ -46,36 +49,37 @@ def as_pair(row: dict[str, Any]) -> tuple[Any, str, str]:
 class Scorer:
     """Summed response log-probs of the pairs per model path, so a reference is scored once."""
 
-    def __init__(self, spec: dict[str, Any], pairs: list[tuple[Any, str, str]]):
+    def __init__(self, spec: StageSpec, pairs: list[tuple[Any, str, str]]):
         self.spec, self.pairs, self.cache = spec, pairs, {}
 
     def pair_logps(self, path: str, model: Any, tokenizer: Any) -> tuple[list[float], list[float]]:
-        from stages.generation import response_logprobs
+        from stages.lib.sampling import response_logprobs
 
         if path not in self.cache:
-            settings = self.spec["eval"]
+            settings = self.spec.settings
             prompts = [p for p, _, _ in self.pairs]
             scored = [response_logprobs(model, tokenizer, prompts, [p[k] for p in self.pairs],
                                         settings["batch_size"], settings["max_length"]) for k in (1, 2)]
             self.cache[path] = ([s for s, _ in scored[0]], [s for s, _ in scored[1]])
         return self.cache[path]
 
-    def reference_logps(self, entry: dict[str, Any], tokenizer: Any) -> tuple[list[float], list[float]]:
-        from stages.common import load_model
+    def reference_logps(self, entry: ModelRef, tokenizer: Any) -> tuple[list[float], list[float]]:
+        from stages.lib.models import load_model
 
-        reference = entry["reference"]
-        if reference["path"] not in self.cache:
-            model = load_model(reference["path"], self.spec).eval()
-            self.pair_logps(reference["path"], model, tokenizer)
-        return self.cache[reference["path"]]
+        reference = entry.reference
+        assert reference is not None
+        if reference.path not in self.cache:
+            model = load_model(reference, self.spec).eval()
+            self.pair_logps(reference.path, model, tokenizer)
+        return self.cache[reference.path]
 
 
-def evaluate(entry: dict[str, Any], spec: dict[str, Any], tasks: list[dict[str, Any]], scorer: Scorer,
+def evaluate(entry: ModelRef, spec: StageSpec, tasks: list[dict[str, Any]], scorer: Scorer,
              checker: Any, samples: list[dict[str, Any]]) -> dict[str, float]:
     """Every metric of one model; its per-row verdicts are appended to `samples`."""
-    from stages.generation import generate, load, response_logprobs
+    from stages.lib.sampling import generate, load, response_logprobs
 
-    settings, label = spec["eval"], entry["label"]
+    settings, label = spec.settings, entry.label
     model, tokenizer = load(entry, spec)
     metrics: dict[str, float] = {}
     if tasks:
@@ -90,8 +94,8 @@ def evaluate(entry: dict[str, Any], spec: dict[str, Any], tasks: list[dict[str, 
                             "answer": str(row["answer"]), "output": output, "correct": correct})
         metrics.update(accuracy_metrics(verdicts))
     if scorer.pairs:
-        chosen, rejected = scorer.pair_logps(entry["path"], model, tokenizer)
-        reference = scorer.reference_logps(entry, tokenizer) if entry.get("reference") else (None, None)
+        chosen, rejected = scorer.pair_logps(entry.path, model, tokenizer)
+        reference = scorer.reference_logps(entry, tokenizer) if entry.reference else (None, None)
         metrics.update(preference_metrics(chosen, rejected, *reference))
     if tasks:  # perplexity of the reference answers, else of the preferred responses
         prompts, responses = [r["prompt"] for r in tasks], [str(r["answer"]) for r in tasks]
@@ -102,55 +106,46 @@ def evaluate(entry: dict[str, Any], spec: dict[str, Any], tasks: list[dict[str, 
     return metrics
 
 
-def log_to_mlflow(spec: dict[str, Any], results_dir: Path) -> None:
-    """The per-sample table and the side-by-side table as artifacts of the stage's MLflow run."""
-    if (spec.get("tracking") or {}).get("backend") != "mlflow":
-        return
-    try:
-        import mlflow
-
-        from stages.tracking import attach
-
-        attach(spec)
-        rows = [json.loads(line) for line in (results_dir / "samples.jsonl").read_text().splitlines()]
-        if rows:
-            mlflow.log_table({k: [r[k] for r in rows] for k in rows[0]}, artifact_file="eval/samples.json")
-        mlflow.log_artifact(str(results_dir / "table.txt"), artifact_path="eval")
-    except Exception as err:  # noqa: BLE001 - tracking must never fail an eval that finished
-        print(f"[{spec['name']}] tracking: could not log the eval tables ({type(err).__name__}: {err})", flush=True)
+def log_tables(spec: StageSpec, results_dir: Path) -> None:
+    """The per-sample table and the side-by-side table, attached to the stage's tracking run."""
+    tracker = backend(spec.tracking.backend)
+    rows = [json.loads(line) for line in (results_dir / "samples.jsonl").read_text().splitlines()]
+    if rows:
+        tracker.log_table(spec, "eval/samples.json", {k: [r[k] for r in rows] for k in rows[0]})
+    tracker.log_artifact(spec, str(results_dir / TABLE_FILE), "eval")
 
 
 def main(argv: list[str] | None = None) -> None:
     spec = load_spec(argv)
-    settings = spec["eval"]
+    settings = spec.settings
     start = time.time()
-    tasks = read_rows(settings.get("tasks"), settings.get("max_rows"), spec["seed"])
-    pairs = [as_pair(r) for r in read_rows(settings.get("pairs"), settings.get("max_rows"), spec["seed"])]
+    tasks = read_rows(settings.get("tasks"), settings.get("max_rows"), spec.seed)
+    pairs = [as_pair(r) for r in read_rows(settings.get("pairs"), settings.get("max_rows"), spec.seed)]
     checker = load_verifier(settings["checker"])
     scorer, samples, by_model = Scorer(spec, pairs), [], {}
     log(spec, f"{len(tasks)} held-out prompts, {len(pairs)} held-out pairs, models: "
-              + ", ".join(m["label"] + (f" (reference {m['reference']['ref']})" if m.get("reference") else "")
-                          for m in spec["models"]))
-    for entry in spec["models"]:
+              + ", ".join(str(m.label) + (f" (reference {m.reference.ref})" if m.reference else "")
+                          for m in spec.models))
+    for entry in spec.models:
         began = time.time()
-        by_model[entry["label"]] = evaluate(entry, spec, tasks, scorer, checker, samples)
-        shown = {k: round(v, 3) for k, v in by_model[entry["label"]].items() if "/" not in k}
-        log(spec, f"{entry['label']}: {shown}  {time.time() - began:.1f}s")
-    results_dir = Path(spec["model_dir"])
+        by_model[str(entry.label)] = evaluate(entry, spec, tasks, scorer, checker, samples)
+        shown = {k: round(v, 3) for k, v in by_model[str(entry.label)].items() if "/" not in k}
+        log(spec, f"{entry.label}: {shown}  {time.time() - began:.1f}s")
+    results_dir = Path(spec.model_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     with open(results_dir / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
     by_kind = sorted(tasks, key=lambda r: (r.get("seen") is not True, str(r.get("task"))))  # seen tasks first
     seen = {r["task"]: r.get("seen") for r in by_kind if r.get("task")}
     table = side_by_side(by_model, seen)
-    (results_dir / "table.txt").write_text(table + "\n")
+    (results_dir / TABLE_FILE).write_text(table + "\n")
     (results_dir / "metrics.json").write_text(json.dumps(by_model, indent=2))
     log(spec, "held-out results:\n" + table)
-    log_to_mlflow(spec, results_dir)
+    log_tables(spec, results_dir)
     metrics = {f"{label}/{k}": v for label, values in by_model.items() for k, v in values.items()}
     metrics["eval/seconds"] = round(time.time() - start, 2)
-    references = {m["label"]: m["reference"]["path"] for m in spec["models"] if m.get("reference")}
-    write_manifest(spec, metrics, models={m["label"]: m["path"] for m in spec["models"]}, references=references,
+    references = {m.label: m.reference.path for m in spec.models if m.reference}
+    write_manifest(spec, metrics, models={m.label: m.path for m in spec.models}, references=references,
                    held_out={"tasks": settings.get("tasks"), "pairs": settings.get("pairs"), "task_rows": len(tasks),
                              "pair_rows": len(pairs)})
 

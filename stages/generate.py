@@ -24,9 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common import load_spec, log, write_manifest
-from stages.dedup import NearDuplicates, normalize
-from stages.verifiers import load_verifier, prompt_and_reference, prompt_text, verify
+from posttrain.spec import StageSpec
+from posttrain.verifiers import load_verifier, prompt_and_reference, prompt_text, verify
+from stages.lib.common import load_spec, log, write_manifest
+from stages.lib.data import load_stage_data
+from stages.lib.dedup import NearDuplicates, normalize
+from stages.lib.teacher import judge_verdicts, make_teacher
 
 INSTRUCTION_PROMPT = """You write tasks for an instruction dataset. Examples of tasks:
 {examples}
@@ -91,12 +94,10 @@ def answer(teacher: Any, candidates: list[Candidate], prompts: list[list[dict[st
     return out
 
 
-def check(candidates: list[Candidate], settings: dict[str, Any], spec: dict[str, Any], seed: int) -> None:
+def check(candidates: list[Candidate], settings: dict[str, Any], spec: StageSpec, seed: int) -> None:
     """Drop what the verifier (or judge) rejects, then exact duplicates of (instruction, response)."""
     live = [c for c in candidates if c.dropped is None]
     if settings.get("judge"):
-        from stages.teacher import judge_verdicts, make_teacher
-
         judge = make_teacher(settings["judge"], spec, seed)
         verdicts = judge_verdicts(judge, [(c.instruction, c.response) for c in live])
     else:
@@ -118,10 +119,7 @@ def _describe(teacher: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     spec = load_spec(argv)
-    from stages.data import load_stage_data
-    from stages.teacher import make_teacher
-
-    settings, seed = spec["generate"], spec["seed"]
+    settings, seed = spec.settings, spec.seed
     rows = list(load_stage_data(spec).train)
     seeds = [prompt_and_reference(r) for r in rows]
     teacher = make_teacher(settings["teacher"], spec, seed)
@@ -136,16 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     check(candidates, settings, spec, seed)
     kept = [c for c in candidates if c.dropped is None]
     dropped = Counter(c.dropped for c in candidates if c.dropped)
-    stage_dir = Path(spec["stage_dir"])
+    stage_dir = Path(spec.stage_dir)
     with open(stage_dir / "candidates.jsonl", "w") as f:
         f.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in candidates)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"
     log(spec, f"kept {len(kept)} of {len(candidates)} candidates from {len(seeds)} seeds; dropped: {summary}; "
               f"teacher requests {teacher.requests}, failed {teacher.errors}")
     if not kept:
-        raise SystemExit(f"[{spec['name']}] no candidate survived (dropped: {summary}); see "
+        raise SystemExit(f"[{spec.name}] no candidate survived (dropped: {summary}); see "
                          f"{stage_dir / 'candidates.jsonl'}")
-    dataset = Path(spec["model_dir"])
+    dataset = Path(spec.model_dir)
     dataset.mkdir(parents=True, exist_ok=True)
     with open(dataset / "data.jsonl", "w") as f:
         for c in kept:
@@ -155,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.get("judge"):
         checker = f"judge {_describe(settings['judge'])}"
     (dataset / "README.md").write_text(
-        f"# {spec['name']}: synthetic instructions ({settings['mode']})\n\nTeacher: {source}. Verifier: {checker}."
+        f"# {spec.name}: synthetic instructions ({settings['mode']})\n\nTeacher: {source}. Verifier: {checker}."
         f"\n\n{len(kept)} rows kept of {len(candidates)} candidates; dropped: {summary}.\n")
     metrics = {"generate/seeds": float(len(seeds)), "generate/candidates": float(len(candidates)),
                "generate/kept": float(len(kept)), "generate/teacher_requests": float(teacher.requests),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages import preference
-from stages.common import load_spec, trl_args
+from posttrain.spec import StageSpec
+from stages.lib import preference
+from stages.lib.common import load_spec, trl_args
 
 
-def build_config(spec: dict[str, Any]) -> Any:
+def build_config(spec: StageSpec) -> Any:
     from trl import KTOConfig
 
     return trl_args(KTOConfig, spec)
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from trl import KTOTrainer
 
     args = build_config(spec)  # before any model loads: ZeRO-3 must be configured first
-    preference.run(spec, KTOTrainer, args, data_format="unpaired_preference")
+    preference.run(spec, KTOTrainer, args)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from stages.common import load_spec, log, write_manifest
-from stages.verifiers import load_verifier, prompt_and_reference, prompt_text, verify
+from posttrain.verifiers import load_verifier, prompt_and_reference, prompt_text, verify
+from stages.lib.common import load_spec, log, write_manifest
+from stages.lib.data import load_stage_data
 
 DATASET_CARD = """---
 configs:
@@ -75,15 +76,14 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     spec = load_spec(argv)
-    from stages.data import load_stage_data
-    from stages.generation import generate, load
+    from stages.lib.sampling import generate, load  # imports torch and transformers
 
-    settings, seed = spec["onpolicy"], spec["seed"]
+    assert spec.policy is not None
+    settings, seed = spec.settings, spec.seed
     rows = [prompt_and_reference(r) for r in load_stage_data(spec).train]
-    policy = {**spec["policy"], "tokenizer": spec["tokenizer"], "revision": spec.get("revision")}
-    model, tokenizer = load(policy, spec)
+    model, tokenizer = load(spec.policy, spec)
     k = settings["samples_per_prompt"]
-    log(spec, f"sampling {k} responses for each of {len(rows)} prompts from {spec['policy']['path']}")
+    log(spec, f"sampling {k} responses for each of {len(rows)} prompts from {spec.policy.path}")
     samples = generate(model, tokenizer, [p for p, _ in rows], settings["max_new_tokens"], settings["batch_size"],
                        num_samples=k, temperature=settings["temperature"], top_p=settings["top_p"], seed=seed)
     verifier = load_verifier(settings["verifier"])
@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     summary = ", ".join(f"{k_} {v}" for k_, v in sorted(outcomes.items()))
     log(spec, f"{correct_samples} of {len(rows) * k} samples correct; prompts: {summary}; {len(pairs)} pairs")
     if not pairs:
-        raise SystemExit(f"[{spec['name']}] no pair could be built ({summary}): every prompt had only correct, or "
+        raise SystemExit(f"[{spec.name}] no pair could be built ({summary}): every prompt had only correct, or "
                          f"only wrong samples and no reference answer")
-    dataset = Path(spec["model_dir"])
+    dataset = Path(spec.model_dir)
     dataset.mkdir(parents=True, exist_ok=True)
     for file, items in (("data.jsonl", pairs), ("kto.jsonl", kto)):
         with open(dataset / file, "w") as f:
             f.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
     (dataset / "README.md").write_text(DATASET_CARD.format(
-        name=spec["name"], policy=spec["policy"]["path"], k=k, temperature=settings["temperature"],
+        name=spec.name, policy=spec.policy.path, k=k, temperature=settings["temperature"],
         verifier=settings["verifier"]["_target_"], pairs=len(pairs), from_reference=outcomes["reference"],
         kto=len(kto), prompts=len(rows)))
     metrics = {"onpolicy/prompts": float(len(rows)), "onpolicy/samples": float(len(rows) * k),

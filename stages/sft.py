@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.common import load_model, load_spec, load_tokenizer, log, lora_config, model_digest, trl_args
-from stages.data import load_stage_data
-from stages.training import train_and_finish
+from posttrain.spec import StageSpec
+from stages.lib.common import load_spec, log, trl_args
+from stages.lib.data import load_stage_data
+from stages.lib.models import load_model, load_tokenizer, lora_config, model_digest
+from stages.lib.training import train_and_finish
 
 
-def build_config(spec: dict[str, Any], conversational: bool = True) -> Any:
+def build_config(spec: StageSpec, conversational: bool = True) -> Any:
     from trl import SFTConfig
 
     args = trl_args(SFTConfig, spec)
@@ -27,16 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_spec(argv)
     from trl import SFTTrainer
 
-    data = load_stage_data(spec)  # checked, converted and mixed as planned (stages/data.py)
+    assert spec.policy is not None
+    data = load_stage_data(spec)  # checked, converted and mixed as planned
     args = build_config(spec, data.conversational)  # before the model: ZeRO-3 is configured as weights load
-    tokenizer = load_tokenizer(spec)
-    model = load_model(spec["policy"]["path"], spec, spec.get("revision"))
+    tokenizer = load_tokenizer(spec.policy, spec)
+    model = load_model(spec.policy, spec)
     initial_digest = model_digest(model)
-    train, evaluation = data.train, data.evaluation
-    log(spec, f"{len(train)} training rows from {spec['policy']['path']}")
+    log(spec, f"{len(data.train)} training rows from {spec.policy.path}")
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=lora_config(spec["peft"]),
+        model=model, args=args, train_dataset=data.train, eval_dataset=data.evaluation, processing_class=tokenizer,
+        peft_config=lora_config(spec.peft),
     )
     train_and_finish(trainer, tokenizer, spec, data, initial_digest)
 

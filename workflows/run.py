@@ -1,7 +1,7 @@
 """Entry point: `python -m workflows.run +pipeline=sft_dpo [overrides]`.
 
-Compose the config, validate and plan the whole DAG, hand the plan to a launcher. Never imports
-torch, transformers or TRL: every stage runs in its own process (stages/).
+Compose the config, validate and plan the whole DAG, decide what runs, hand the plan to a
+launcher. Never imports torch, transformers or TRL: every stage runs in its own process (stages/).
 """
 
 from __future__ import annotations
@@ -12,26 +12,29 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from posttrain.paths import CONF_DIR
+from posttrain.status import OK
+from posttrain.tracking import TrackingError
 from workflows.config import normalize_overrides, register
-from workflows.paths import CONF_DIR
-from workflows.schema import VERSION_BASE
+from workflows.config.schema import VERSION_BASE
+from workflows.launchers import launcher_for
+from workflows.planning import PlanError, build_plan
+from workflows.report.plan_text import render_plan
+from workflows.report.summary import render_summary, write_summary
+from workflows.state.decide import decide
+from workflows.state.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
+from workflows.tracking import tracked
 
 register()
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from workflows.fingerprint import annotate
-    from workflows.launchers import get_launcher
-    from workflows.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
-    from workflows.plan import PlanError, build_plan
-    from workflows.report import render_plan, render_summary, write_summary
-
     try:
         plan = build_plan(cfg)
         if not cfg.dry_run:
             lock_run_dir(plan.run_dir, wait=cfg.wait_for_lock)  # held until exit
-            annotate(plan)  # decide what runs from the disk as it is now that we hold run_dir
+        decide(plan)  # what runs, from the disk as it is now that we hold run_dir
     except PlanError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -39,15 +42,13 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(BUSY_EXIT_CODE)
     print(render_plan(plan))
-    launcher = get_launcher(plan.config["launcher"]["name"])
+    launcher = launcher_for(plan.config["launcher"]["name"])
     if cfg.dry_run:
-        if hasattr(launcher, "dry_run"):  # e.g. the Slurm launcher prints its exact job scripts
-            print(launcher.dry_run(plan))
+        if extra := launcher.dry_run(plan):  # e.g. the Slurm launcher prints its exact job scripts
+            print(extra)
         return
-    from workflows.tracking import TrackingError, tracked
-
     try:
-        with tracked(plan) as tracker:  # checks the MLflow store first; ends every run with its true status
+        with tracked(plan) as tracker:  # checks the store first; ends every run with its true status
             results = launcher.run(plan, tracker)
             path = write_summary(plan, results)
             tracker.log_summary(path)
@@ -58,7 +59,7 @@ def main(cfg: DictConfig) -> None:
         print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
         sys.exit(130)
     print(render_summary(results, path))
-    if any(r.status not in ("completed", "cached", "given", "submitted") for r in results):
+    if any(r.status not in OK for r in results):
         sys.exit(1)
 
 

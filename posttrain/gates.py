@@ -1,0 +1,78 @@
+"""Gates: a stage runs only when an upstream stage's metric is in bounds.
+
+    stages.dpo.gate: {metric: sft_eval/sft/accuracy, min: 0.5}
+
+The metric is `<stage>/<key>`: `<stage>` is an upstream stage (an edge of the DAG), `<key>` a metric
+of its manifest. An eval stage's keys are `<model>/<metric>` (stages/eval.py), so
+`sft_eval/sft/accuracy` is the task accuracy of model `sft` measured by stage `sft_eval`; any other
+stage's manifest metrics work too (`sft/eval_loss`, `dpo/eval_rewards/accuracies`).
+
+A failed gate marks the stage `gated` (its downstream stages are skipped, the run exits non-zero)
+with the reason `gate sft_eval/sft/accuracy=0.31 < min 0.5`. A launcher may check before it starts
+the stage process (`judge`); the stage process checks again when it starts (`enforce`), so a gate
+holds on any launcher: there it exits with GATED_EXIT_CODE and leaves <stage>/gated.json.
+Stdlib only: the orchestrator and every stage process import this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from posttrain.artifacts import GATED_FILE
+from posttrain.jsonio import read_json, write_json
+from posttrain.spec import GateSpec, StageSpec
+
+GATED_EXIT_CODE = 3  # a stage process that refused to start because its gate failed (gated.json says why)
+
+
+@dataclass
+class Verdict:
+    metric: str
+    value: float | None  # None: the upstream stage did not report it
+    min: float | None
+    max: float | None
+    passed: bool
+    reason: str  # `gate sft_eval/sft/accuracy=0.31 < min 0.5`
+
+
+def judge(gate: GateSpec, metrics: dict[str, Any] | None) -> Verdict:
+    """Whether `metrics` (the upstream stage's manifest metrics) pass `gate`."""
+    low, high, metric = gate.min, gate.max, gate.metric
+    value = (metrics or {}).get(gate.key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        shown = ", ".join(sorted(metrics or {})[:12]) or "none"
+        return Verdict(metric, None, low, high, False,
+                       f"gate {metric}: stage '{gate.stage}' did not report '{gate.key}' (it reported: {shown})")
+    value = float(value)
+    if low is not None and value < low:
+        return Verdict(metric, value, low, high, False, f"gate {metric}={value:.4g} < min {low:g}")
+    if high is not None and value > high:
+        return Verdict(metric, value, low, high, False, f"gate {metric}={value:.4g} > max {high:g}")
+    bounds = " and ".join(b for b in (f">= min {low:g}" if low is not None else "",
+                                       f"<= max {high:g}" if high is not None else "") if b)
+    return Verdict(metric, value, low, high, True, f"gate {metric}={value:.4g} {bounds}")
+
+
+def enforce(spec: StageSpec) -> None:
+    """In a stage process: exit with GATED_EXIT_CODE (after writing <stage_dir>/gated.json) when the
+    stage's gate fails on the upstream manifest as it is on disk now."""
+    if spec.gate is None:
+        return
+    verdict = judge(spec.gate, (read_json(spec.gate.manifest) or {}).get("metrics"))
+    path = os.path.join(spec.stage_dir, GATED_FILE)
+    if verdict.passed:
+        if os.path.exists(path):
+            os.remove(path)  # gated by an earlier run
+        return
+    write_json(path, asdict(verdict))
+    print(f"[{spec.name}] {verdict.reason}; not running", flush=True)
+    sys.exit(GATED_EXIT_CODE)
+
+
+def read_verdict(stage_dir: str) -> dict[str, Any] | None:
+    """The verdict a gated stage process left, if any."""
+    return read_json(os.path.join(stage_dir, GATED_FILE))

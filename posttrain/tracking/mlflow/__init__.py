@@ -1,0 +1,66 @@
+"""MLflow tracking of one pipeline invocation: a parent run, and a nested run per stage.
+
+What lands where (experiment = `tracking.experiment`, default the pipeline's name):
+- parent run `<pipeline>-<YYYYmmdd-HHMMSS>`: params = the resolved pipeline config, flattened and
+  redacted; artifacts config.yaml, plan.txt, dag.md (mermaid), dag.svg, summary.json; a metric
+  `<stage>.<metric>` per stage's final metric (`sft.train_loss`, `dpo.rewards/accuracies`);
+  tags `posttrain.status.<stage>`, the git commit, run_dir, posttrain's version.
+- a child run per stage that runs, named after it (`mlflow.parentRunId` = the parent): params
+  `stage.*` = its stage.yaml; lineage tags `posttrain.upstream.<name>.run_id`, `posttrain.input.*`
+  (model dirs), `posttrain.data.*` (dataset paths and digests, also as MLflow dataset inputs),
+  `posttrain.output_dir`; artifacts stage.yaml, stage.log, manifest.json. The stage process logs
+  its training metrics into it (stage.py here, `MLFLOW_RUN_ID`, rank 0 only).
+- a stage that resumes an interrupted attempt (same fingerprint, `resume_from`) continues that
+  attempt's run, moved under the new parent; <stage_dir>/mlflow_run.json remembers it.
+- a cached stage gets a small child run tagged `posttrain.cached=true` whose
+  `posttrain.source_run_id` is the run that built the model; lineage tags of downstream stages
+  always name the run that produced their inputs. Given models and skipped stages get no run.
+
+The mlflow import happens only when a tracked pipeline starts (never on dry_run or tracking=none).
+A tracking failure after the start is reported and training goes on: losing a metric is cheaper
+than losing a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posttrain.pipeline import Plan
+from posttrain.spec import StageSpec, TrackingSpec
+from posttrain.tracking import TrackingError
+from posttrain.tracking.mlflow import stage
+from posttrain.tracking.mlflow.pipeline import MlflowTracker
+from posttrain.tracking.mlflow.preflight import preflight
+
+
+class MlflowBackend:
+    label = "MLflow"
+    tag_env = "MLFLOW_TAGS"  # mlflow.start_run reads it (a JSON object of tags)
+
+    def preflight(self, tracking: TrackingSpec) -> None:
+        preflight(str(tracking.uri))
+
+    def start(self, plan: Plan, artifacts: dict[str, str]) -> Any:
+        try:
+            return MlflowTracker(plan, artifacts)
+        except TrackingError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a store that fails its first call: stop before training
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TrackingError(f"could not start MLflow tracking at {plan.tracking.uri}: {first}. "
+                                f"Fix tracking.uri or run with tracking=none. No stage was started.") from None
+
+    def attach(self, spec: StageSpec) -> bool:
+        return stage.attach(spec) is not None
+
+    def report_to(self, spec: StageSpec) -> str | list[str]:
+        return stage.report_to(spec)
+
+    def log_table(self, spec: StageSpec, name: str, columns: dict[str, list[Any]]) -> None:
+        stage.log_table(spec, name, columns)
+
+    def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
+        stage.log_artifact(spec, path, folder)
+
+
+BACKEND = MlflowBackend()

@@ -1,0 +1,65 @@
+"""Save a checkpoint and stop when a stage is asked to stop, so the next run resumes from there.
+
+SIGTERM (Ctrl-C in the orchestrator, `kill`, Slurm preemption or time limit) and SIGUSR1 (Slurm's
+early warning: `#SBATCH --signal=USR1@120` sends it 120 s before the limit to every task; with
+`B:USR1` only the batch shell gets it and must forward it) set a flag. At the end of the current
+optimizer step the Trainer saves `checkpoints/checkpoint-<step>` and the process exits with
+EXIT_CODE; the orchestrator reports the stage `interrupted` and the next run resumes it.
+Slurm sends SIGKILL KillWait seconds (default 30) after SIGTERM: for big models ask for the USR1
+warning early enough to finish a step and write a checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from posttrain import stop
+from posttrain.spec import StageSpec
+from stages.lib.common import log
+
+EXIT_CODE = stop.EXIT_CODE  # 128 + SIGTERM, as a shell reports a process ended by it
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    # Later signals are ignored too: torchrun forwards SIGTERM to its workers a second time.
+    stop.request(signal.Signals(signum).name)
+
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    """True on every rank if one rank was signalled: all ranks must save the same step together."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def save_on_signal(trainer: Any, spec: StageSpec) -> None:
+    """Install the signal handlers and the callback that turns a signal into checkpoint-and-exit."""
+    from transformers import TrainerCallback
+
+    class SaveAndStop(TrainerCallback):
+        stopping = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if _any_rank(bool(stop.requested()), args.device):
+                self.stopping = True
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            if self.stopping:
+                why = stop.requested()[0] if stop.requested() else "a signal on another rank"
+                log(spec, f"{why}: saved checkpoint-{state.global_step}; exiting with {EXIT_CODE}, "
+                          f"the next run resumes from here")
+                raise SystemExit(EXIT_CODE)
+
+    for sig in SIGNALS:
+        signal.signal(sig, _on_signal)
+    trainer.add_callback(SaveAndStop())
