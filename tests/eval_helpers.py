@@ -8,7 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from stages.demo_tasks import solve
+from demo.tasks import solve
 
 
 def accept_nonempty(task: str | None, prompt: str, answer: str | None, output: str) -> bool:

@@ -11,7 +11,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
-from workflows.plan import build_plan
+from workflows.planning import build_plan
 
 PIPELINES = sorted(p.stem for p in (ROOT / "conf" / "pipeline").glob("*.yaml"))
 

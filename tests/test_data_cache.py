@@ -3,7 +3,7 @@ tokenization is cached across runs (stages/data.py `materialize`)."""
 
 from __future__ import annotations
 
-from stages.data import materialize
+from stages.lib.data import materialize
 
 ROWS = [{"prompt": f"question {i}", "completion": f" answer {i}"} for i in range(50)]
 

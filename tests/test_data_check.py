@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
-from workflows.data_check import display_path
-from workflows.plan import PlanError, build_plan
+from posttrain.data.check import display_path
+from workflows.planning import PlanError, build_plan
 
 BROKEN = sorted(p for p in (ROOT / "tests" / "data" / "broken").iterdir() if p.suffix in (".jsonl", ".json", ".csv"))
 STAGE_FOR_FORMAT = {"preference": ("sft_dpo", "dpo"), "unpaired_preference": ("sft_kto", "kto")}  # else sft
@@ -105,14 +105,14 @@ def mostly_good(tmp_path) -> Path:
 
 
 def test_drop_mode_plans_and_the_stage_drops_the_same_rows(mostly_good):
-    from stages.data import load_stage_data
+    from stages.lib.data import load_stage_data
 
     plan = build_plan(compose(["+pipeline=sft_dpo", *use("sft", mostly_good, "messages"),
                                "stages.sft.data.on_invalid=drop", "stages.sft.data.shuffle=false"]))
     sft = plan.stage("sft")
     assert sft.notes[0] == "dropping 3 invalid rows (on_invalid: drop)"
     assert any("row 7 (= row 1): exact duplicate" in n for n in sft.notes)
-    spec = dict(sft.spec, tokenizer=str(ROOT / "stages/assets/tiny_tokenizer"))
+    spec = dict(sft.spec, tokenizer=str(ROOT / "demo/tiny_tokenizer"))
     loaded = load_stage_data(spec)
     assert loaded.metrics["data/dropped_rows"] == 3 and loaded.metrics["data/rows"] == 4
     kept = [row["messages"][0]["content"] for row in loaded.train]
@@ -120,7 +120,7 @@ def test_drop_mode_plans_and_the_stage_drops_the_same_rows(mostly_good):
 
 
 def test_the_stage_refuses_invalid_rows_in_error_mode(mostly_good):
-    from stages.data import load_stage_data
+    from stages.lib.data import load_stage_data
 
     spec = {"name": "sft", "type": "sft", "trainer": {}, "tokenizer": None,
             "data": {"format": "messages", "sources": [{"path": str(mostly_good)}], "seed": 0}}
@@ -160,12 +160,12 @@ def test_a_source_format_the_stage_does_not_take(tmp_path):
 
 def test_conversations_need_a_chat_template(tmp_path):
     tokenizer = tmp_path / "tok"
-    shutil.copytree(ROOT / "stages/assets/tiny_tokenizer", tokenizer)
+    shutil.copytree(ROOT / "demo/tiny_tokenizer", tokenizer)
     (tokenizer / "chat_template.jinja").unlink()
     found = problems(f"model.tokenizer={tokenizer}")
     assert any("conversational data needs a chat template" in p and "model.chat_template" in p for p in found)
     build_plan(compose(["+pipeline=sft_dpo", f"model.tokenizer={tokenizer}",  # a template given in config suffices
-                        f"model.chat_template={ROOT / 'stages/assets/tiny_tokenizer/chat_template.jinja'}"]))
+                        f"model.chat_template={ROOT / 'demo/tiny_tokenizer/chat_template.jinja'}"]))
 
 
 def test_assistant_only_loss_needs_generation_markers_trl_can_use(tmp_path):

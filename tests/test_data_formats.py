@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from workflows.data_files import dataset_fingerprint, folder_splits, iter_rows, source_files
-from workflows.data_formats import check_row, to_trainer_rows
-from workflows.data_mix import plan_mixture, weighted_counts
+from posttrain.data.files import dataset_fingerprint, folder_splits, iter_rows, source_files
+from posttrain.data.formats import check_row, to_trainer_rows
+from posttrain.data.mix import plan_mixture, weighted_counts
 
-TINY_TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"
+TINY_TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
 THINK = "<think>The word is 'ab'; copied, it stays 'ab'.</think>ab"  # chain of thought, kept verbatim
 
 
@@ -113,7 +113,7 @@ def test_mixture_proportions_repeats_caps_and_eval_split():
 
 
 def test_the_stage_builds_the_mixture_the_weights_ask_for(tmp_path):
-    from stages.data import load_stage_data
+    from stages.lib.data import load_stage_data
 
     sources = []
     for name, n in (("a", 60), ("b", 60), ("c", 30)):
@@ -184,7 +184,7 @@ def hub_like(tmp_path) -> Path:
 @pytest.mark.parametrize("name, split, first", [(None, "train", "mtrain0"), ("extra", "test", "xtest0")])
 def test_a_hub_like_folder_is_read_as_datasets_reads_it(hub_like, name, split, first):
     """The planner's stdlib resolution and the stage's `datasets.load_dataset` agree on the rows."""
-    from stages.data import load_source
+    from stages.lib.data import load_source
 
     source = {"path": str(hub_like), "name": name, "split": split}
     planned = [row for path in source_files(source) for _, row in iter_rows(path)]
@@ -237,7 +237,7 @@ def test_chat_rendering_and_token_counts_match_transformers_and_trl():
     from transformers import AutoTokenizer
     from trl.data_utils import common_prefix_length
 
-    from workflows.token_lengths import TokenCounter
+    from posttrain.data.tokens import TokenCounter
 
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
     counter = TokenCounter.from_dir(TINY_TOKENIZER)

@@ -11,7 +11,7 @@ from tests.conftest import ROOT, read_summary, run_cli
 
 pytestmark = pytest.mark.slow
 
-TINY_TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"
+TINY_TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
 THINK = "<think>ab backwards</think>ba"
 
 
@@ -20,7 +20,7 @@ def sft_trainer(tmp_path: Path, fmt: str, rows: list[dict]):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import SFTTrainer
 
-    from stages.data import load_stage_data
+    from stages.lib.data import load_stage_data
     from stages.sft import build_config
 
     source = tmp_path / f"{fmt}.jsonl"

@@ -76,7 +76,7 @@ def test_every_stage_trained_on_two_processes(chain: Path):
 
 
 def test_each_stage_starts_from_the_weights_the_one_before_saved(chain: Path):
-    from stages.common import model_digest
+    from stages.lib.models import model_digest
 
     for name, (_, policy, _, _) in CHAIN.items():
         upstream_dir = chain / (policy or "checkpoint") / "model"

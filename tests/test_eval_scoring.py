@@ -7,20 +7,20 @@ import random
 
 import pytest
 
-from stages.dedup import NearDuplicates, jaccard, shingles
-from stages.demo_tasks import build, solve
+from stages.lib.dedup import NearDuplicates, jaccard, shingles
+from demo.tasks import build, solve
 from stages.generate import parse_instructions
 from stages.onpolicy import build_pair
-from stages.scoring import accuracy_metrics, perplexity_metrics, preference_metrics, side_by_side
+from stages.lib.scoring import accuracy_metrics, perplexity_metrics, preference_metrics, side_by_side
 from stages.verifiers import demo_check, load_verifier, prompt_and_reference, prompt_text, verify
-from workflows.gates import judge
+from posttrain.gates import judge
 
 
 # ------------------------------------------------------------------------------------------ verifiers
 
 
 def test_demo_checker_accepts_right_answers_and_refuses_near_misses():
-    check = load_verifier({"_target_": "stages.demo_tasks.check"})
+    check = load_verifier({"_target_": "demo.tasks.check"})
     assert verify(check, "reverse", "reverse: abcd", "dcba", " dcba ")
     assert not verify(check, "reverse", "reverse: abcd", "dcba", "dcab")
     assert verify(check, "add", "add: 27+19", "46", "46")

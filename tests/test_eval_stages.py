@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import read_summary, run_cli
 from tests.eval_helpers import StubServer
 from workflows.config import compose
-from workflows.plan import PlanError, build_plan
-from workflows.report import StageResult
+from workflows.planning import PlanError, build_plan
+from posttrain.pipeline import StageResult
 
 SFT_EVAL = ["+stage@stages.sft_eval=eval", "stages.sft_eval.models=[sft]", "stages.sft_eval.eval.pairs=null",
             "stages.sft_eval.eval.max_rows=16"]
@@ -103,7 +103,7 @@ def test_generate_teacher_endpoint_and_key_checked_before_running(monkeypatch):
 
 
 def test_gate_stops_or_lets_a_stage_run(tmp_path):
-    from workflows.gates import stop
+    from posttrain.gates import stop
 
     p = plan(*SFT_EVAL, f"run_dir={tmp_path}", "stages.dpo.gate={metric: sft_eval/sft/accuracy, min: 0.5}")
     dpo = p.stage("dpo")
@@ -118,7 +118,7 @@ def test_gate_stops_or_lets_a_stage_run(tmp_path):
 
 
 def test_stage_process_refuses_to_start_when_its_gate_fails(tmp_path):
-    from workflows.gates import GATED_EXIT_CODE, enforce
+    from posttrain.gates import GATED_EXIT_CODE, enforce
 
     manifest = tmp_path / "sft_eval" / "manifest.json"
     manifest.parent.mkdir()
@@ -136,7 +136,7 @@ def test_stage_process_refuses_to_start_when_its_gate_fails(tmp_path):
 
 
 def test_endpoint_client_retries_busy_refuses_bad_key_and_judges(monkeypatch):
-    from stages.teacher import EndpointError, EndpointTeacher, judge_verdicts
+    from stages.lib.teacher import EndpointError, EndpointTeacher, judge_verdicts
 
     settings = {"model": "m", "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 4, "batch_size": 2,
                 "timeout": 5.0, "max_retries": 2, "api_key_env": "POSTTRAIN_TEST_KEY"}

@@ -17,8 +17,9 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
 from workflows.fingerprint import complete_checkpoints, prepare_stage_dir
-from workflows.lock import RunDirBusy, lock_run_dir
-from workflows.plan import Plan, PlanError, build_plan
+from workflows.state.lock import RunDirBusy, lock_run_dir
+from posttrain.pipeline import Plan
+from workflows.planning import PlanError, build_plan
 
 
 @pytest.fixture(autouse=True)

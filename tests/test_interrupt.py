@@ -28,8 +28,8 @@ DRIVER = textwrap.dedent("""
     import signal, sys
     from workflows.config import compose
     from workflows.launchers import local
-    from workflows.lock import lock_run_dir
-    from workflows.plan import build_plan
+    from workflows.state.lock import lock_run_dir
+    from workflows.planning import build_plan
     from workflows.run import _interrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # what `python -m workflows.run` installs

@@ -8,9 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import run_cli
-from workflows.commands import ShellVar, resolve_resources, shell_join, stage_command
+from workflows.launchers.runners import ShellVar, resolve_resources, shell_join, stage_command
 from workflows.config import compose
-from workflows.plan import PlanError, build_plan
+from workflows.planning import PlanError, build_plan
 
 
 def plan_of(*overrides: str, pipeline: str = "sft_dpo"):

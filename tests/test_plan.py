@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import run_cli
 from workflows.config import compose
-from workflows.plan import PlanError, _find_cycle, build_plan
+from workflows.planning import PlanError, build_plan
+from workflows.planning.dag import find_cycle as _find_cycle
 
 
 def problems(*overrides: str, pipeline: str = "sft_dpo") -> list[str]:

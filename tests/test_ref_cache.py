@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"
+TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
 SPEC = {"name": "test"}
 
 
@@ -47,8 +47,8 @@ def pairs():
 def dpo(tmp_path, tokenizer, config, cached: bool, seed: int = 0, **args):
     from trl import DPOConfig, DPOTrainer
 
-    from stages import ref_cache
-    from stages.common import model_digest
+    from stages.lib import ref_cache
+    from stages.lib.models import model_digest
 
     policy = model(config, seed)
     trainer_cls = ref_cache.caching(DPOTrainer, SPEC, model_digest(policy)) if cached else DPOTrainer
@@ -85,8 +85,8 @@ def test_kto_reuses_its_own_entries(tmp_path, tiny, monkeypatch):
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from stages import ref_cache
-    from stages.common import model_digest
+    from stages.lib import ref_cache
+    from stages.lib.models import model_digest
 
     monkeypatch.setenv("POSTTRAIN_CACHE_DIR", str(tmp_path / "cache"))
     tokenizer, config = tiny

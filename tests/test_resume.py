@@ -114,7 +114,7 @@ def checkpoint_written(run_dir: Path, stage: str, step: int):
 def story(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("resume")
     inputs = root / "inputs"
-    shutil.copytree(ROOT / "stages" / "assets" / "tiny_tokenizer", inputs / "tokenizer")
+    shutil.copytree(ROOT / "demo" / "tiny_tokenizer", inputs / "tokenizer")
     for name, rows in (("sft.jsonl", 256), ("prefs.jsonl", 64), ("kto.jsonl", 64)):
         lines = (ROOT / "data" / "demo" / name).read_text().splitlines(keepends=True)
         (inputs / name).write_text("".join(lines[:rows]))

@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
-from workflows.launchers import sbatch, slurm
-from workflows.plan import build_plan
+from workflows.launchers.slurm import launcher as slurm
+from workflows.launchers.slurm import sbatch
+from workflows.planning import build_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("POSTTRAIN_REGEN_GOLDEN") == "1"
@@ -221,7 +222,7 @@ def test_job_outcomes_become_stage_results(tmp_path: Path):
     """What `launcher.wait` reports for each way a job can end (Slurm's records are given here)."""
     import json as _json
 
-    from workflows.launchers.slurm_jobs import Job
+    from workflows.launchers.slurm.jobs import Job
 
     plan = plan_for(["launcher=slurm", "tracking=none", f"run_dir={tmp_path}"])
     sft, dpo = plan.stage("sft"), plan.stage("dpo")

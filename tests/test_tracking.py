@@ -16,11 +16,11 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
-from workflows.dag_picture import mermaid, svg
+from workflows.report.dag_picture import mermaid, svg
 from workflows.mlflow_tracker import RUN_FILE, metric_items
-from workflows.plan import build_plan
-from workflows.redact import REDACTED, flatten, is_secret_key, loggable_params, mlflow_name, param_value, redact
-from workflows.report import StageResult
+from workflows.planning import build_plan
+from posttrain.tracking.redact import REDACTED, flatten, is_secret_key, loggable_params, mlflow_name, param_value, redact
+from posttrain.pipeline import StageResult
 from workflows.tracking import TrackingError, preflight, tracked
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_dry_run_never_imports_mlflow_nor_creates_the_store(tmp_path):
 def test_tracking_none_never_imports_mlflow(tmp_path):
     code = (
         "import sys\n"
-        "from workflows.config import compose\nfrom workflows.plan import build_plan\n"
+        "from workflows.config import compose\nfrom workflows.planning import build_plan\n"
         "from workflows.tracking import tracked, NullTracker\nfrom stages.tracking import report_to\n"
         f"plan = build_plan(compose(['+pipeline=sft_dpo', 'run_dir={tmp_path}/run', 'tracking=none']))\n"
         "with tracked(plan) as tracker:\n"
@@ -166,7 +166,7 @@ def test_sqlite_store_in_an_unwritable_place(tmp_path):
 
 
 def test_register_must_name_a_stage():
-    from workflows.plan import PlanError
+    from workflows.planning import PlanError
 
     with pytest.raises(PlanError) as err:
         build_plan(compose(["+pipeline=sft_dpo", "tracking.register=dpoo"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workflows.config import compose
-from workflows.plan import build_plan
+from workflows.planning import build_plan
 from workflows.tracking import NullTracker, start
 
 

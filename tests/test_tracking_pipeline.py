@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import fast_overrides, read_summary, run_cli
-from workflows.redact import REDACTED
+from posttrain.tracking.redact import REDACTED
 
 pytestmark = pytest.mark.slow
 
