@@ -85,7 +85,7 @@ def build(data_dir: str = DEFAULT_DATA, out_dir: str = DEFAULT_OUT):
     keywords = _keywords(data_dir)
     if not keywords:
         raise SystemExit(f"no task keywords found under {data_dir}; generate the data first "
-                         "(python -m demo.tasks --out data/demo)")
+                         "(python -m demo.data --out data/demo)")
     pattern = "|".join(re.escape(k) for k in keywords) + r"|[\s\S]"
 
     tok = Tokenizer(models.BPE())

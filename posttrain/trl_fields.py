@@ -13,6 +13,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from posttrain.registry import STAGE_TYPES
+
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 
 
@@ -28,9 +30,7 @@ def _type_name(tp: object) -> str:
 
 def collect() -> dict:
     """The same record, from the installed TRL (imports it)."""
-    import trl
-
-    from posttrain.registry import STAGE_TYPES
+    import trl  # only here: regenerating the file is the one time TRL is imported
 
     classes = sorted({t.trl_config for t in STAGE_TYPES.values() if t.trl_config})
     out: dict = {"trl_version": trl.__version__, "classes": {}}

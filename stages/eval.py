@@ -26,6 +26,8 @@ from posttrain.spec import ModelRef, StageSpec
 from posttrain.tracking import backend
 from posttrain.verifiers import load_verifier, prompt_text, response_text, verify
 from stages.lib.common import load_spec, log, write_manifest
+from stages.lib.models import load_model
+from stages.lib.sampling import generate, load, response_logprobs
 from stages.lib.scoring import accuracy_metrics, perplexity_metrics, preference_metrics, side_by_side
 
 
@@ -53,8 +55,6 @@ class Scorer:
         self.spec, self.pairs, self.cache = spec, pairs, {}
 
     def pair_logps(self, path: str, model: Any, tokenizer: Any) -> tuple[list[float], list[float]]:
-        from stages.lib.sampling import response_logprobs
-
         if path not in self.cache:
             settings = self.spec.settings
             prompts = [p for p, _, _ in self.pairs]
@@ -64,8 +64,6 @@ class Scorer:
         return self.cache[path]
 
     def reference_logps(self, entry: ModelRef, tokenizer: Any) -> tuple[list[float], list[float]]:
-        from stages.lib.models import load_model
-
         reference = entry.reference
         assert reference is not None
         if reference.path not in self.cache:
@@ -77,8 +75,6 @@ class Scorer:
 def evaluate(entry: ModelRef, spec: StageSpec, tasks: list[dict[str, Any]], scorer: Scorer,
              checker: Any, samples: list[dict[str, Any]]) -> dict[str, float]:
     """Every metric of one model; its per-row verdicts are appended to `samples`."""
-    from stages.lib.sampling import generate, load, response_logprobs
-
     settings, label = spec.settings, entry.label
     model, tokenizer = load(entry, spec)
     metrics: dict[str, float] = {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from posttrain.verifiers import load_verifier, prompt_and_reference, prompt_text, verify
 from stages.lib.common import load_spec, log, write_manifest
 from stages.lib.data import load_stage_data
+from stages.lib.sampling import generate, load
 
 DATASET_CARD = """---
 configs:
@@ -76,8 +77,6 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     spec = load_spec(argv)
-    from stages.lib.sampling import generate, load  # imports torch and transformers
-
     assert spec.policy is not None
     settings, seed = spec.settings, spec.seed
     rows = [prompt_and_reference(r) for r in load_stage_data(spec).train]

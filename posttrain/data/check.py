@@ -18,7 +18,7 @@ stage process, so the stage keeps exactly the rows the plan promised.
 from __future__ import annotations
 
 import hashlib
-import json
+import importlib.util
 import os
 import random
 from collections.abc import Iterable
@@ -280,8 +280,6 @@ def trl_can_mask(template: str | None) -> bool:
     """Whether SFTTrainer can mask the loss to assistant turns with this template: it has
     `{% generation %}` markers, or TRL ships a training version of it (trl/chat_templates/X.jinja
     next to X_training.jinja; found without importing trl)."""
-    import importlib.util
-
     if has_generation_markers(template):
         return True
     spec = importlib.util.find_spec("trl")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from posttrain.hashing import FileHashes
 from posttrain.refs import DATA_SUFFIXES
 from posttrain.spec import Source
@@ -59,8 +61,6 @@ def _readme_configs(folder: Path) -> list[dict[str, Any]]:
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
     if not match:
         return []
-    import yaml
-
     meta = yaml.safe_load(match.group(1)) or {}
     return list(meta.get("configs") or []) if isinstance(meta, dict) else []
 

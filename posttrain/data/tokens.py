@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -75,8 +76,6 @@ def compile_chat_template(source: str) -> Any:
 
 
 def has_generation_markers(template: str | None) -> bool:
-    import re
-
     return bool(template and re.search(r"\{%-?\s*generation\s*-?%\}", template))
 
 

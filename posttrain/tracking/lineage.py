@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
 
 from posttrain.paths import ROOT
 from posttrain.spec import Source, StageSpec
@@ -29,8 +29,6 @@ def git_commit() -> str | None:
 
 
 def posttrain_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("posttrain")
     except PackageNotFoundError:

@@ -7,6 +7,7 @@ A stage is `python -m stages.<type> <stage.yaml>`; the orchestrator writes stage
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from posttrain.artifacts import Manifest, StageDir
 from posttrain.gates import enforce as enforce_gate
 from posttrain.spec import SpecError, StageSpec
 from posttrain.tracking import backend
-from stages.lib.distributed import adopt_srun_ranks, world_size
+from stages.lib.distributed import adopt_srun_ranks, init_deepspeed, world_size
 
 
 def load_spec(argv: list[str] | None = None) -> StageSpec:
@@ -72,10 +73,6 @@ def trl_args(config_cls: type, spec: StageSpec, **stage_defaults: Any) -> Any:
     kwargs.setdefault("seed", spec.seed)
     kwargs.setdefault("report_to", backend(spec.tracking.backend).report_to(spec))  # rank 0 opens its run first
     if spec.deepspeed:
-        import json
-
-        from stages.lib.distributed import init_deepspeed
-
         init_deepspeed(spec)  # before the config: HfDeepSpeedConfig and zero.Init read the world size
         path = stage_dir / "deepspeed.json"
         path.write_text(json.dumps(spec.deepspeed, indent=2))

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from posttrain.spec import ModelRef, StageSpec
+from stages.lib.sampling import generate, load
 
 Messages = list[dict[str, Any]]
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -36,15 +37,11 @@ class LocalTeacher:
     """A model directory or hub id run with transformers (batched, left-padded)."""
 
     def __init__(self, settings: dict[str, Any], spec: StageSpec, seed: int):
-        from stages.lib.sampling import load
-
         self.settings, self.seed, self.requests, self.errors = settings, seed, 0, 0
         model = ModelRef(**{k: v for k, v in settings.items() if k in ModelRef.__dataclass_fields__})
         self.model, self.tokenizer = load(model, spec)
 
     def chat(self, conversations: list[Messages], n: int = 1) -> list[list[str | None]]:
-        from stages.lib.sampling import generate
-
         self.requests += len(conversations)
         self.seed += 1  # a new draw for every call
         return generate(self.model, self.tokenizer, conversations, self.settings["max_new_tokens"],

@@ -215,7 +215,8 @@ class Planner:
     def _link(self, specs: dict[str, StageSpec]) -> None:
         """Checks that need every spec: a model input must be a stage that saves a model, a data input
         one that writes a dataset; a measured model gets the reference it was trained against."""
-        types = {n: s["type"] for n, s in self.stages.items()}
+        # a stage of an unknown type is reported by `build`; it has no registry entry to check against
+        types = {n: s["type"] for n, s in self.stages.items() if s["type"] in STAGE_TYPES}
         for name, spec in specs.items():
             refs = [("policy", spec.policy and spec.policy.stage), ("reference", spec.reference and spec.reference.stage)]
             refs += [(f"models[{i}]", m.stage) for i, m in enumerate(spec.models)]

@@ -103,6 +103,8 @@ def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]
     rerun = [u for u in stage.upstream if runs.get(u)]
     if forced:
         return "forced", None
+    if manifest is None and previous is None and not any((folder / o).exists() for o in STAGE_OUTPUTS):
+        return NEW, None  # nothing of it on disk: new, whatever its upstreams do
     if manifest is not None and manifest.fingerprint == current and not rerun:
         if newer := _finished_after(stage, plan, manifest.finished_at):
             return f"upstream re-ran: {_names(newer)}", None

@@ -19,7 +19,7 @@ from posttrain.pipeline import Plan, PlannedStage
 from posttrain.registry import STAGE_TYPES
 from posttrain.tracking import backend as tracking_backend
 from workflows.launchers.env import code_on_path, default_stage_env
-from workflows.launchers.runners import Rendezvous, ShellVar, per_task, runner_for, shell_join, stage_command
+from workflows.launchers.runners import Rendezvous, ShellVar, per_task, shell_join, stage_command
 
 SCRIPT_NAME = "job.sbatch"
 HEAD_NODE, MASTER_PORT = "HEAD_NODE", "MASTER_PORT"  # exported by the script before the stage starts
