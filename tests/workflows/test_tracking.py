@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from posttrain.tracking import TrackingError
+from posttrain.tracking.none import NullTracker
 from workflows.config import compose
 from workflows.planning import build_plan
-from workflows.tracking import NullTracker, start
+from workflows.tracking import start
 
 
 def plan_with_reasons(tmp_path, reasons: dict[str, str]):
@@ -21,9 +25,5 @@ def test_all_cached_needs_no_store(tmp_path):
 
 
 def test_one_stage_to_run_checks_the_store(tmp_path):
-    import pytest
-
-    from workflows.tracking import TrackingError
-
     with pytest.raises(TrackingError):
         start(plan_with_reasons(tmp_path, {"dpo": "config changed: stages.dpo.trainer.beta"}))

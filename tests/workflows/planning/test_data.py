@@ -1,4 +1,5 @@
-"""Plan-time data validation: every broken row is named by file, row and reason before any compute.
+"""Plan-time data validation (workflows/planning/data.py): every broken row is named by file, row and
+reason before any compute, for every stage at once, and the results are cached by content.
 
 tests/data/broken/ holds one problem per file; next to each, `<file>.expected` gives its format,
 optional overrides and the text the problem must contain.
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.data.check import display_path
 from tests.conftest import ROOT, run_cli
 from workflows.config import compose
-from posttrain.data.check import display_path
 from workflows.planning import PlanError, build_plan
 
 BROKEN = sorted(p for p in (ROOT / "tests" / "data" / "broken").iterdir() if p.suffix in (".jsonl", ".json", ".csv"))
@@ -95,41 +96,6 @@ def chat(user: str, assistant: str) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
 
 
-@pytest.fixture
-def mostly_good(tmp_path) -> Path:
-    rows = [chat(f"copy: {w}", w) for w in ("ab", "cd", "ef", "gh", "ij", "kl")]
-    rows[1] = chat("copy: cd", "")  # empty answer
-    rows[3] = {"messages": [{"role": "bot", "content": "hi"}]}  # unknown role
-    rows.append(chat("copy: ab", "ab"))  # duplicate of row 1
-    return write_jsonl(tmp_path / "mostly_good.jsonl", rows)
-
-
-def test_drop_mode_plans_and_the_stage_drops_the_same_rows(mostly_good):
-    from stages.lib.data import load_stage_data
-
-    plan = build_plan(compose(["+pipeline=sft_dpo", *use("sft", mostly_good, "messages"),
-                               "stages.sft.data.on_invalid=drop", "stages.sft.data.shuffle=false"]))
-    sft = plan.stage("sft")
-    assert sft.notes[0] == "dropping 3 invalid rows (on_invalid: drop)"
-    assert any("row 7 (= row 1): exact duplicate" in n for n in sft.notes)
-    spec = dict(sft.spec, tokenizer=str(ROOT / "demo/tiny_tokenizer"))
-    loaded = load_stage_data(spec)
-    assert loaded.metrics["data/dropped_rows"] == 3 and loaded.metrics["data/rows"] == 4
-    kept = [row["messages"][0]["content"] for row in loaded.train]
-    assert kept == ["copy: ab", "copy: ef", "copy: ij", "copy: kl"]
-
-
-def test_the_stage_refuses_invalid_rows_in_error_mode(mostly_good):
-    from stages.lib.data import load_stage_data
-
-    spec = {"name": "sft", "type": "sft", "trainer": {}, "tokenizer": None,
-            "data": {"format": "messages", "sources": [{"path": str(mostly_good)}], "seed": 0}}
-    with pytest.raises(SystemExit) as err:
-        load_stage_data(spec)
-    assert "[sft] data is not valid, found 3 problems" in str(err.value)
-    assert "mostly_good.jsonl row 2: 'messages' message 2 (assistant) is empty" in str(err.value)
-
-
 def test_duplicates_across_formats_and_eval_rows_seen_in_training(tmp_path):
     alpaca = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "copy", "input": "xy", "output": "xy"},
                                                  {"instruction": "len", "input": "abc", "output": "3"}])
@@ -138,10 +104,10 @@ def test_duplicates_across_formats_and_eval_rows_seen_in_training(tmp_path):
     found = problems("stages.sft.data.format=messages", f"stages.sft.data.sources=[{{path: {alpaca}, format: alpaca}},"
                      f"{{path: {messages}}}]", f"stages.sft.data.eval_sources=[{{path: {held_out}}}]")
     assert found == [
-        f"stages.sft.data: {display_path(messages)} row 1 (= {display_path(alpaca)} row 1): exact duplicate of a row "
-        "of another source; fix the rows or set stages.sft.data.on_invalid=drop to skip them",
-        f"stages.sft.data: {display_path(held_out)} row 1 (= {display_path(messages)} row 2): also in the training "
-        "data (eval would measure memorisation); fix the rows or set stages.sft.data.on_invalid=drop to skip them",
+        (f"stages.sft.data: {display_path(messages)} row 1 (= {display_path(alpaca)} row 1): exact duplicate of a row "
+         "of another source; fix the rows or set stages.sft.data.on_invalid=drop to skip them"),
+        (f"stages.sft.data: {display_path(held_out)} row 1 (= {display_path(messages)} row 2): also in the training "
+         "data (eval would measure memorisation); fix the rows or set stages.sft.data.on_invalid=drop to skip them"),
     ]
 
 
@@ -199,12 +165,12 @@ def test_hub_sources_and_hub_tokenizers_are_named_not_guessed():
 
 
 def test_validation_is_cached_by_content(tmp_path, monkeypatch):
-    import workflows.data_check as data_check
+    import workflows.planning.data as planning_data
 
     source = write_jsonl(tmp_path / "s.jsonl", [chat(f"copy: {w}", w) for w in ("ab", "cd")])
     reads = []
-    real = data_check.iter_rows
-    monkeypatch.setattr(data_check, "iter_rows", lambda path: reads.append(path) or real(path))
+    real = planning_data.iter_rows
+    monkeypatch.setattr(planning_data, "iter_rows", lambda path: reads.append(path) or real(path))
     overrides = ["+pipeline=sft_dpo", *use("sft", source, "messages")]
     build_plan(compose(overrides))
     build_plan(compose(overrides))

@@ -37,7 +37,7 @@ def test_reference_can_point_elsewhere_but_must_exist():
     assert "stage 'dpo' needs 'kto' (reference)" in msg
     plan = build_plan(compose(["+pipeline=sft_dpo", "stages.dpo.reference=checkpoint"]))
     dpo = plan.stage("dpo")
-    assert dpo.spec["reference"]["path"] == plan.stage("checkpoint").spec["model_dir"]
+    assert dpo.spec.reference.path == plan.stage("checkpoint").spec.model_dir
     assert set(dpo.upstream) == {"sft", "checkpoint"}
 
 

@@ -1,6 +1,6 @@
 """The sbatch scripts the Slurm launcher writes: golden files, and hostile values kept inert.
 
-Regenerate the golden files after an intended change: POSTTRAIN_REGEN_GOLDEN=1 python -m pytest tests/test_sbatch.py
+Regenerate the golden files after an intended change: POSTTRAIN_REGEN_GOLDEN=1 python -m pytest tests/workflows/launchers/slurm/test_sbatch.py
 (then read the diff: every line of it reaches a cluster).
 """
 
@@ -22,7 +22,7 @@ from workflows.launchers.slurm import launcher as slurm
 from workflows.launchers.slurm import sbatch
 from workflows.planning import build_plan
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = ROOT / "tests" / "golden"
 REGEN = os.environ.get("POSTTRAIN_REGEN_GOLDEN") == "1"
 HOSTILE_NAME = "x; rm -rf ~"
 
@@ -205,7 +205,7 @@ def test_container_binds_what_the_stage_reads_at_the_same_path():
     plan = plan_for(CASES["apptainer_8_gpus"][0])
     mounts = sbatch.container_mounts(plan, plan.stage("dpo"))
     assert "/runs/sft_dpo:/runs/sft_dpo" in mounts  # policy, reference and outputs live under run_dir
-    data_dir = os.path.dirname(plan.stage("dpo").spec["data"]["sources"][0]["path"])
+    data_dir = os.path.dirname(plan.stage("dpo").spec.data.sources[0].path)
     assert any(m.split(":")[0] in (data_dir, str(ROOT)) and m.split(":")[0] == m.split(":")[1] for m in mounts)
     assert "/scratch/hf:/cache/huggingface" in mounts and "/datasets:/datasets:ro" in mounts
     hosts = [m.split(":")[0] for m in mounts[:-4]]
@@ -252,7 +252,7 @@ def test_job_outcomes_become_stage_results(tmp_path: Path):
 def test_complete_stages_are_not_submitted_and_nothing_waits_for_them():
     plan = plan_for(["launcher=slurm", "tracking=none", "run_dir=/runs/sft_dpo"])
     for name in ("checkpoint", "sft"):
-        plan.stage(name).reason = "cached"  # as workflows/fingerprint.py decides from the manifests
+        plan.stage(name).reason = "cached"  # as workflows/state/decide.py decides from the manifests
     text = slurm.dry_run(plan)
     assert "/sft/job.sbatch" not in text and "/checkpoint/job.sbatch" not in text
     assert "==> /runs/sft_dpo/dpo/job.sbatch" in text
