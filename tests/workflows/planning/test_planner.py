@@ -85,3 +85,10 @@ def test_cli_reports_problems_with_exit_code_2_and_no_traceback(tmp_path):
 def test_pipeline_without_stages_is_refused(tmp_path):
     proc = run_cli("+name=empty", f"run_dir={tmp_path}")
     assert proc.returncode == 2 and "defines no stages" in proc.stderr
+
+
+def test_register_must_name_a_stage():
+    with pytest.raises(PlanError) as err:
+        build_plan(compose(["+pipeline=sft_dpo", "tracking.register=dpoo"]))
+    assert any(p.startswith("tracking.register: 'dpoo' is not a stage") and "did you mean 'dpo'" in p
+               for p in err.value.problems)

@@ -1,7 +1,6 @@
 """MLflow tracking of a pipeline (posttrain/tracking/mlflow/pipeline.py) without training: the run
 lifecycle (nesting, lineage, resume, cache, true statuses) driven through the tracker against a real
-SQLite store, with each stage process replaced by the files it leaves; also the DAG pictures the
-parent run carries and the plan-time check of `tracking.register`. The end-to-end runs are in
+SQLite store, with each stage process replaced by the files it leaves; The end-to-end runs are in
 tests/integration/test_tracking_pipeline.py and test_tracking_server.py.
 """
 
@@ -18,35 +17,9 @@ from posttrain.status import Status
 from posttrain.tracking.mlflow.pipeline import RUN_FILE
 from posttrain.tracking.redact import REDACTED
 from workflows.config import compose
-from workflows.planning import PlanError, build_plan
-from workflows.report.dag_picture import mermaid, svg
+from workflows.planning import build_plan
 from workflows.state.decide import decide
 from workflows.tracking import tracked
-
-# ---------------------------------------------------------------------------------------------
-# What the parent run carries, and what the planner refuses
-
-
-def test_dag_pictures_show_every_stage_and_edge(tmp_path):
-    plan = build_plan(compose(["+pipeline=sft_dpo_kto", f"run_dir={tmp_path}/run"]))
-    text = mermaid(plan, {"sft": "completed", "kto": "failed"})
-    ids = {s.name: f"s{i}" for i, s in enumerate(plan.stages)}
-    for stage in plan.stages:
-        assert f'{ids[stage.name]}["{stage.name}<br/>[{stage.type}]' in text
-        for up in stage.upstream:
-            assert f"{ids[up]} --> {ids[stage.name]}" in text
-    assert f"style {ids['kto']} fill:#ffcdd2" in text
-    picture = svg(plan, {"sft": "completed"})
-    assert picture.startswith("<svg") and picture.count("<rect") == len(plan.stages) + 1
-    assert picture.count('marker-end="url(#arrow)"') == sum(len(s.upstream) for s in plan.stages)
-
-
-def test_register_must_name_a_stage():
-    with pytest.raises(PlanError) as err:
-        build_plan(compose(["+pipeline=sft_dpo", "tracking.register=dpoo"]))
-    assert any(p.startswith("tracking.register: 'dpoo' is not a stage") and "did you mean 'dpo'" in p
-               for p in err.value.problems)
-
 
 # ---------------------------------------------------------------------------------------------
 # The run lifecycle against a real SQLite store, with stages simulated (no training)
