@@ -211,11 +211,12 @@ def build_checkpoint(bench: Bench, config: dict[str, Any], seed: int = 42) -> Pa
 
 
 def _build(stage_dir: Path, model_dir: Path, model: dict[str, Any], seed: int) -> None:
-    import yaml
+    from posttrain.spec import StageSpec
 
-    spec = {"name": "checkpoint", "type": "checkpoint", "stage_dir": str(stage_dir), "model_dir": str(model_dir),
-            "seed": seed, "model": model, "tracking": {"backend": "none"}, "resources": {"runner": "python"}}
-    (stage_dir / "stage.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # default resources and tracking: one python process, tracking none
+    spec = StageSpec(name="checkpoint", type="checkpoint", stage_dir=str(stage_dir), model_dir=str(model_dir),
+                     seed=seed, model=model)
+    spec.dump(stage_dir / "stage.yaml")
     with progress("build the model from config"):
         run(python("-m", "stages.checkpoint", str(stage_dir / "stage.yaml")))
 

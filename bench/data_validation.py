@@ -4,7 +4,7 @@ Generates the files in a temp dir (chat SFT rows and conversational preference p
 rows, 1% long ones; max_length 128, 512 for the tiny tokenizer), tokenized with a byte-level BPE trained on the fly (the
 demo's tiny tokenizer splits almost every character, so it is slow: timed too), then times:
   plan (cold)      the planner's hook, empty cache: every row parsed and checked, token lengths
-                   of a 10k-row sample (workflows/data_check.py PLAN_LENGTH_SAMPLE)
+                   of a 10k-row sample (workflows/planning/data.py PLAN_LENGTH_SAMPLE)
   plan (cached)    the same plan again: the file is hashed, the cached result read
   rows only        the full pass without a tokenizer (parsing + row checks + duplicates)
   stage (all)      what the stage process does before training: every row, every length
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"
+TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
 WORDS = "the of and to in is that for it as with was on be by this are from or have an not".split()
 
 
@@ -97,11 +97,17 @@ def write(path: Path, make, rows: int, seed: int) -> dict:
     return {"rows": rows, "broken_rows": broken, "bytes": path.stat().st_size}
 
 
-def spec_for(name: str, stage_type: str, fmt: str, path: Path, max_length: int) -> dict:
-    return {"name": name, "type": stage_type, "chat_template": None, "policy": {"stage": "checkpoint"},
-            "trainer": {"max_length": max_length, "assistant_only_loss": stage_type == "sft"},
-            "data": {"format": fmt, "sources": [{"path": str(path)}], "eval_sources": [], "seed": 0,
-                     "on_invalid": "drop", "shuffle": True}}
+def spec_for(name: str, stage_type: str, fmt: str, path: Path, max_length: int):
+    """A stage that trains from the pipeline's checkpoint (so the planner uses `model.tokenizer`)."""
+    from posttrain.spec import StageSpec
+
+    return StageSpec.from_dict({
+        "name": name, "type": stage_type, "stage_dir": str(path.parent / name),
+        "model_dir": str(path.parent / name / "model"), "seed": 0, "chat_template": None,
+        "policy": {"ref": "checkpoint", "path": str(path.parent / "checkpoint" / "model"), "stage": "checkpoint"},
+        "trainer": {"max_length": max_length, "assistant_only_loss": stage_type == "sft"},
+        "data": {"format": fmt, "sources": [{"path": str(path)}], "eval_sources": [], "seed": 0,
+                 "on_invalid": "drop", "shuffle": True}})
 
 
 CPU: dict[str, float] = {}  # process CPU seconds of the last timed call (the machine may be shared)
@@ -115,21 +121,23 @@ def timed(fn) -> tuple[float, object]:
 
 
 def bench(path: Path, stage_type: str, fmt: str, max_length: int, cache: Path, tokenizer: Path) -> dict:
-    from workflows import data_check
-    from workflows.data_check import Settings, check_pipeline_data, check_source
-    from workflows.data_files import iter_rows
-    from workflows.token_lengths import TokenCounter
+    from posttrain.data.check import Settings, check_source
+    from posttrain.data.files import iter_rows
+    from posttrain.data.tokens import TokenCounter
+    from posttrain.registry import STAGE_TYPES
+    from workflows.planning import data as plan_data
+    from workflows.planning.data import check_pipeline_data
 
     spec = spec_for(stage_type, stage_type, fmt, path, max_length)
-    cfg = {"model": {"tokenizer": str(tokenizer)}}
+    model = {"tokenizer": str(tokenizer)}  # the pipeline's `model` group
     os.environ["POSTTRAIN_CACHE_DIR"] = str(cache)
-    data_check._COUNTERS.clear()
+    plan_data._COUNTERS.clear()
     cpu = {}
-    cold, (problems, notes) = timed(lambda: check_pipeline_data({spec["name"]: spec}, cfg))
+    cold, (problems, notes) = timed(lambda: check_pipeline_data({spec.name: spec}, model))
     cpu["plan_cold"] = round(CPU["last"], 2)
-    cached, _ = timed(lambda: check_pipeline_data({spec["name"]: spec}, cfg))
+    cached, _ = timed(lambda: check_pipeline_data({spec.name: spec}, model))
     cpu["plan_cached"] = round(CPU["last"], 3)
-    settings = Settings.from_spec(spec)
+    settings = Settings.from_spec(spec, STAGE_TYPES[stage_type].trl_config, STAGE_TYPES[stage_type].shapes)
     rows_only, _ = timed(lambda: check_source(iter_rows(path), path.name, fmt, settings, None))
     cpu["rows_only"] = round(CPU["last"], 2)
     counter = TokenCounter.from_dir(tokenizer)
@@ -137,17 +145,17 @@ def bench(path: Path, stage_type: str, fmt: str, max_length: int, cache: Path, t
     cpu["stage_all_rows"] = round(CPU["last"], 2)
     return {"plan_cold_s": round(cold, 2), "plan_cached_s": round(cached, 3), "rows_only_s": round(rows_only, 2),
             "stage_all_rows_s": round(stage, 2), "invalid_rows": len(checked.bad),
-            "over_length_rows": checked.over_length, "problems": len(problems), "notes": notes[spec["name"]][:2],
+            "over_length_rows": checked.over_length, "problems": len(problems), "notes": notes[spec.name][:2],
             "cpu_s": cpu}
 
 
 def import_cost() -> float:
-    """Seconds `import workflows.data_check` plus tokenizers and jinja2 add to a bare interpreter."""
+    """Seconds `import workflows.planning.data` plus tokenizers and jinja2 add to a bare interpreter."""
     def run(code: str) -> float:
         best = min(timed(lambda: subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True))[0]
                    for _ in range(3))
         return best
-    return round(run("import workflows.data_check, tokenizers, jinja2.sandbox") - run("pass"), 3)
+    return round(run("import workflows.planning.data, tokenizers, jinja2.sandbox") - run("pass"), 3)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, stage_type, fmt, make, tokenizer, max_length in cases:
             path = Path(tmp) / f"{name}.jsonl"
             info = write(path, make, args.rows, seed=0)
-            results["cases"][name] = {**info, "tokenizer": "demo (stages/assets)" if tokenizer == TOKENIZER else
+            results["cases"][name] = {**info, "tokenizer": "demo/tiny_tokenizer" if tokenizer == TOKENIZER else
                                       "byte-level BPE, 8k", **bench(path, stage_type, fmt, max_length, Path(tmp) / "cache",
                                                                      tokenizer)}
     results["import_s"] = import_cost()
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     print("CPU seconds (wall clock above is inflated when the machine is shared):")
     for name, r in results["cases"].items():
         print(f"  {name:<14}" + "  ".join(f"{k} {v}" for k, v in r["cpu_s"].items()))
-    print(f"import workflows.data_check + tokenizers + jinja2: {results['import_s']:.3f} s")
+    imports = "import workflows.planning.data + tokenizers + jinja2"
+    print(f"{imports}: {results['import_s']:.3f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"Written to {args.out}")

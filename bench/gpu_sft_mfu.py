@@ -36,11 +36,27 @@ MODEL_05B = {"vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 4096
              "tie_word_embeddings": False}
 MODEL_SMOKE = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512}
-TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"  # supplies the pad token only: rows are token ids
+TOKENIZER = ROOT / "demo" / "tiny_tokenizer"  # supplies the pad token only: rows are token ids
+SKIP_REASON = "no CUDA device: this benchmark needs a GPU and was not run"
 
 
 def peak_tflops(device_name: str) -> float | None:
     return next((tflops for key, tflops in PEAK_TFLOPS if key in device_name), None)
+
+
+def matmul_parameters(model: Any) -> int:
+    """N of the 6N rule: every parameter but the input embedding (a lookup, not a matmul)."""
+    return sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+
+
+def flops_per_token(n_matmul: int) -> float:
+    """Training FLOPs per token by the 6N rule: forward 2N, backward 4N (attention's own FLOPs left out)."""
+    return 6.0 * n_matmul
+
+
+def mfu_percent(n_matmul: int, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation in percent of a `peak` TFLOP/s device; None when the peak is unknown."""
+    return 100 * flops_per_token(n_matmul) * tokens_per_s / (peak * 1e12) if peak else None
 
 
 def synthetic_rows(n: int, vocab: int, max_length: int, median_len: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -68,7 +84,7 @@ def measure(variant: dict[str, Any]) -> dict[str, Any]:
     config = LlamaConfig(**model_kwargs, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     dtype = torch.bfloat16 if on_gpu else torch.float32
     model = LlamaForCausalLM._from_config(config, attn_implementation=attn, dtype=dtype)
-    n_matmul = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    n_matmul = matmul_parameters(model)
     batch = variant["batch"]
     steps = variant["steps"]
     mean_len = 64 if smoke else 640  # roughly the mean of the log-normal rows below
@@ -132,9 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     if not torch.cuda.is_available() and not args.cpu_smoke:
-        reason = "no CUDA device: this benchmark needs a GPU and was not run"
-        print(reason)
-        bench.finish([], [headline("MFU, 0.5B Llama, bf16, packing", None, ">=", 45, "%")], skipped=reason)
+        print(SKIP_REASON)
+        bench.finish([], [headline("MFU, 0.5B Llama, bf16, packing", None, ">=", 45, "%")], skipped=SKIP_REASON)
         return
     smoke = args.cpu_smoke
     steps, warmup = (4, 1) if smoke or bench.quick else (args.steps, args.warmup)
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, rs in results.items():
         per_s = median([r["tokens_per_s"] for r in rs])
-        mfu = 100 * 6 * rs[0]["matmul_parameters"] * per_s / (peak * 1e12) if peak else None
+        mfu = mfu_percent(rs[0]["matmul_parameters"], per_s, peak)
         rows.append({"variant": name, "tokens_per_s": per_s, "mfu_percent": mfu, "step_s": median([r["step_s"] for r in rs]),
                      "tokens_per_step": rs[0]["tokens_per_step"], "peak_memory_gb": rs[0]["peak_memory_gb"],
                      "attention": rs[0]["attention"]})

@@ -26,7 +26,7 @@ from bench.common import (
     stage_observations,
 )
 
-TOKENIZER = Path(__file__).resolve().parents[1] / "stages" / "assets" / "tiny_tokenizer" / "tokenizer.json"
+TOKENIZER = Path(__file__).resolve().parents[1] / "demo" / "tiny_tokenizer" / "tokenizer.json"
 TEMPLATE_TOKENS = 6  # bos, role tags and end-of-turn markers the chat template adds around two turns
 
 FULL = {"rows": 640, "max_length": 256, "batch": 16, "median_tokens": 40, "sigma": 0.9,

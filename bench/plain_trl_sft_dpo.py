@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = ROOT / "stages" / "assets" / "tiny_tokenizer"
+TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
 DATA = ROOT / "data" / "demo"
 SEED = 42
 

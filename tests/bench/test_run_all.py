@@ -1,4 +1,4 @@
-"""The benchmarks keep working: their helpers, and every benchmark's quick mode end to end.
+"""The benchmarks keep working: their helpers, and every benchmark's quick mode end to end (bench/run_all.py).
 
 No timing is asserted anywhere: the quick sizes are too small for the numbers to mean anything,
 and CI machines are noisy. What is checked: each benchmark prints its table and writes JSON with
@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from bench.common import headline, interleave, print_table, run
+from bench.gpu_sft_mfu import SKIP_REASON, mfu_percent
 from bench.planning import heavy_imports
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMON_KEYS = {"name", "command", "quick", "repeats", "environment", "rows", "headlines"}
 # benchmark -> (row labels that must appear, headline metrics that must appear)
 EXPECTED = {
@@ -89,8 +90,16 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path):
     assert cached["problems"] == []  # every stage cached, nothing started, no model loaded
     gpu = json.loads((out / "gpu_sft_mfu.json").read_text())
     assert COMMON_KEYS <= set(gpu)
-    if "skipped" in gpu:  # no CUDA device here
-        assert "no CUDA device" in gpu["skipped"] and "no CUDA device" in proc.stdout
+    import torch
+
+    if torch.cuda.is_available():  # it measured: every variant's throughput, and MFU where the peak is known
+        assert "skipped" not in gpu and {"padded", "packing"} <= {row["variant"] for row in gpu["rows"]}
+        for row in gpu["rows"]:
+            assert row["tokens_per_s"] > 0
+            assert row["mfu_percent"] == mfu_percent(gpu["results"][row["variant"]][0]["matmul_parameters"],
+                                                     row["tokens_per_s"], gpu["peak_tflops"])
+    else:  # it says why it did not run, on the console and in its result (tests/bench/test_gpu_sft_mfu.py: its math)
+        assert gpu["skipped"] == SKIP_REASON and SKIP_REASON in proc.stdout and gpu["rows"] == []
     data_validation = json.loads((out / "data_validation.json").read_text())
     assert data_validation["cases"]
     summary = json.loads((out / "run_all.json").read_text())

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 HADOLINT_CONFIG = DOCKER / ".hadolint.yaml"
@@ -536,7 +536,8 @@ def test_dockerignore_keeps_outputs_stores_and_secrets_out_of_the_build_context(
         "mlartifacts/1/abc/artifacts/model.safetensors",
         ".git/HEAD",
         "workflows/__pycache__/run.cpython-312.pyc",
-        "stages/__pycache__/demo_tasks.cpython-311.pyc",
+        "demo/__pycache__/tasks.cpython-311.pyc",
+        "posttrain/data/__pycache__/check.cpython-312.pyc",
         "bench/results/run.json",
         "conf/local/default.yaml",
         "docker/.env",
@@ -557,7 +558,8 @@ def test_dockerignore_keeps_everything_the_build_copies():
     assert needed
     if shutil.which("git") and (ROOT / ".git").exists():
         tracked = subprocess.run(
-            ["git", "ls-files", "pyproject.toml", "README.md", "workflows", "stages", "conf", "data"],
+            ["git", "ls-files", "pyproject.toml", "README.md", "posttrain", "workflows", "stages", "demo", "conf",
+             "data"],
             cwd=ROOT, capture_output=True, text=True, timeout=30,
         ).stdout.split()
         needed += tracked

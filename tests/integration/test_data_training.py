@@ -20,14 +20,18 @@ def sft_trainer(tmp_path: Path, fmt: str, rows: list[dict]):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import SFTTrainer
 
+    from posttrain.spec import StageSpec
     from stages.lib.data import load_stage_data
     from stages.sft import build_config
 
     source = tmp_path / f"{fmt}.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = {"name": "sft", "type": "sft", "stage_dir": str(tmp_path), "seed": 0, "tokenizer": str(TINY_TOKENIZER),
-            "trainer": {"assistant_only_loss": True, "max_length": 64, "report_to": "none"},
-            "data": {"format": fmt, "sources": [{"path": str(source)}], "seed": 0, "shuffle": False}}
+    spec = StageSpec.from_dict({
+        "name": "sft", "type": "sft", "stage_dir": str(tmp_path), "model_dir": str(tmp_path / "model"), "seed": 0,
+        # the model is built below: of the policy only its tokenizer is read
+        "policy": {"ref": "checkpoint", "path": str(tmp_path / "unused"), "tokenizer": str(TINY_TOKENIZER)},
+        "trainer": {"assistant_only_loss": True, "max_length": 64, "report_to": "none"},
+        "data": {"format": fmt, "sources": [{"path": str(source)}], "seed": 0, "shuffle": False}})
     data = load_stage_data(spec)
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

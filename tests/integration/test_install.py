@@ -31,7 +31,7 @@ def test_installed_package_plans_from_another_directory(tmp_path):
     installed = str(venv / "lib")
     assert "python -m stages.dpo" in proc.stdout
     spec_paths = subprocess.run(
-        [str(python), "-c", "import workflows.paths as p; print(p.CONF_DIR); print(p.project_path('data/demo/sft.jsonl'))"],
+        [str(python), "-c", "import posttrain.paths as p; print(p.CONF_DIR); print(p.project_path('data/demo/sft.jsonl'))"],
         cwd=work, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     ).stdout.split()
     assert len(spec_paths) == 2 and all(p.startswith(installed) for p in spec_paths), spec_paths

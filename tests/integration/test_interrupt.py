@@ -1,5 +1,6 @@
 """SIGTERM to the orchestrator (kill, Ctrl-C, a scheduler) reaches the running stage, which gets
-time to save a checkpoint; its last words land in stage.log. Fast: the stage is a stand-in script."""
+time to save a checkpoint; its last words land in stage.log. Quick for an integration test: the stage is a
+stand-in script, the orchestrator and its local launcher are real."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 
-# Stands in for a training stage: on SIGTERM it "saves" and exits like stages/interrupt.py does.
+pytestmark = pytest.mark.slow
+
+# Stands in for a training stage: on SIGTERM it "saves" and exits like stages/lib/interrupt.py does.
 STAGE = textwrap.dedent("""
     import signal, sys, time
     def stop(signum, frame):
@@ -26,19 +31,22 @@ STAGE = textwrap.dedent("""
 
 DRIVER = textwrap.dedent("""
     import signal, sys
+    from posttrain.tracking.none import NullTracker
     from workflows.config import compose
-    from workflows.launchers import local
-    from workflows.state.lock import lock_run_dir
+    from workflows.launchers.local import LAUNCHER
     from workflows.planning import build_plan
     from workflows.run import _interrupt
+    from workflows.state.decide import decide
+    from workflows.state.lock import lock_run_dir
 
     signal.signal(signal.SIGTERM, _interrupt)  # what `python -m workflows.run` installs
     plan = build_plan(compose(["+pipeline=sft_dpo", f"run_dir={sys.argv[1]}", "tracking=none"]))
     lock_run_dir(plan.run_dir)
+    decide(plan)
     plan.stages = plan.stages[:1]
     plan.stages[0].command = [sys.executable, "-c", sys.argv[2]]
     try:
-        local.run(plan)
+        LAUNCHER.run(plan, NullTracker())
     except KeyboardInterrupt:
         sys.exit(130)
 """)

@@ -1,4 +1,4 @@
-"""The reference log-prob cache (stages/ref_cache.py) with TRL's real trainers on a tiny model.
+"""The reference log-prob cache (stages/lib/ref_cache.py) with TRL's real trainers on a tiny model.
 
 A hit must give exactly the numbers TRL computes; anything that changes those numbers (the
 reference weights, the tokens, max_length) must miss; what does not (beta, the loss) must hit.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from posttrain.spec import StageSpec
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 TOKENIZER = ROOT / "demo" / "tiny_tokenizer"
-SPEC = {"name": "test"}
+# the cache reads only the stage's name (for its log lines); the trainers here write nothing to stage_dir
+SPEC = StageSpec(name="test", type="dpo", stage_dir="unused", model_dir="unused/model", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.slurm_cluster import slurm_available, wait_for_jobs
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from slurm_cluster import slurm_available, wait_for_jobs
+from tests.slurm_cluster import slurm_available, wait_for_jobs
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 JOB_TIMEOUT = 90.0
 
