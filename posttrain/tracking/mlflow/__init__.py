@@ -3,13 +3,17 @@
 What lands where (experiment = `tracking.experiment`, default the pipeline's name):
 - parent run `<pipeline>-<YYYYmmdd-HHMMSS>`: params = the resolved pipeline config, flattened and
   redacted; artifacts config.yaml, plan.txt, dag.md (mermaid), dag.svg, summary.json; a metric
-  `<stage>.<metric>` per stage's final metric (`sft.train_loss`, `dpo.rewards/accuracies`);
+  `<stage>.<metric>` per stage's final metric (`sft.train_loss`, `dpo.rewards/accuracies`), params
+  `<stage>.data/rows` ... for its data counts; report.html at the end;
   tags `posttrain.status.<stage>`, the git commit, run_dir, posttrain's version.
 - a child run per stage that runs, named after it (`mlflow.parentRunId` = the parent): params
   `stage.*` = its stage.yaml; lineage tags `posttrain.upstream.<name>.run_id`, `posttrain.input.*`
   (model dirs), `posttrain.data.*` (dataset paths and digests, also as MLflow dataset inputs),
   `posttrain.output_dir`; artifacts stage.yaml, stage.log, manifest.json. The stage process logs
-  its training metrics into it (stage.py here, `MLFLOW_RUN_ID`, rank 0 only).
+  its training metrics into it (stage.py here, `MLFLOW_RUN_ID`, rank 0 only). The counts of its
+  data (`data/rows` ...) are params, so its charts open on the curves (keys.py).
+- a stage that compares models (eval) logs `<metric>/<model>` (a chart section per metric) and a
+  child run per model, `<eval>/<model>`, with the plain metric names for the compare view.
 - a stage that resumes an interrupted attempt (same fingerprint, `resume_from`) continues that
   attempt's run, moved under the new parent; <stage_dir>/mlflow_run.json remembers it.
 - a cached stage gets a small child run tagged `posttrain.cached=true` whose
@@ -29,7 +33,7 @@ from posttrain.pipeline import Plan
 from posttrain.spec import StageSpec, TrackingSpec
 from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow import stage
-from posttrain.tracking.mlflow.pipeline import MlflowTracker
+from posttrain.tracking.mlflow.pipeline import MlflowTracker, run_link
 from posttrain.tracking.mlflow.preflight import preflight
 
 
@@ -61,6 +65,9 @@ class MlflowBackend:
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
         stage.log_artifact(spec, path, folder)
+
+    def run_link(self, stage_dir: str) -> str | None:
+        return run_link(stage_dir)
 
 
 BACKEND = MlflowBackend()
