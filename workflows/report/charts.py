@@ -39,7 +39,7 @@ def _pyplot() -> Any:
 def _uri(fig: Any) -> str:
     plt = _pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI)  # laid out by tight_layout: a "tight" bbox would draw it twice more
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 

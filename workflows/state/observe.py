@@ -105,8 +105,8 @@ def _alive(pid: int, stage_dir: str | None = None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return True
-    # a reused pid runs something else: the stage's process names its stage.yaml
-    return stage_dir is None or f"{os.path.basename(stage_dir.rstrip('/'))}/{STAGE_YAML}" in cmdline
+    # a reused pid runs something else: the stage's process names its stage.yaml (empty: exec'ing right now)
+    return stage_dir is None or not cmdline.strip() or f"{os.path.basename(stage_dir.rstrip('/'))}/{STAGE_YAML}" in cmdline
 
 
 def last_error(folder: StageDir, start: int = 0) -> str | None:
