@@ -26,8 +26,9 @@ from posttrain.status import Status
 from workflows.report import charts
 from workflows.report.dag_picture import svg
 from workflows.report.summary import HEADLINE_METRICS
-from workflows.state.observe import NotARunDir, RunState, StageState, load_record, observe, run_dir_argument
+from workflows.state.observe import RUNNING, NotARunDir, RunState, StageState, load_record, observe, run_dir_argument
 
+ATTEMPTED = (Status.COMPLETED, Status.CACHED, Status.FAILED, Status.INTERRUPTED, RUNNING)
 STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1200px; color: #222; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
@@ -78,8 +79,9 @@ def _summary_table(state: RunState, summary: dict[str, Any] | None) -> str:
     return f'<table class="summary"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
-def _training(states: list[StageState]) -> tuple[str, int]:
-    histories = {s.name: StageDir(s.stage_dir).read_history() for s in states if s.stage_dir}
+def _training(states: list[StageState]) -> str:
+    # a stage that did not run in this invocation (skipped, not started) holds an earlier attempt's history
+    histories = {s.name: StageDir(s.stage_dir).read_history() for s in states if s.status in ATTEMPTED}
     histories = {name: history for name, history in histories.items() if history}
     parts = []
     if len(histories) > 1:
@@ -89,12 +91,14 @@ def _training(states: list[StageState]) -> tuple[str, int]:
             last = history[-1]["step"]
             parts += [f"<h3>{escape(name)} <span class='meta'>({len(history)} logged steps, up to step {last})</span></h3>",
                       _img(uri, f"{name} training curves")]
-    return "\n".join(parts), len(histories)
+    return "\n".join(parts)
 
 
 def _comparisons(states: list[StageState]) -> str:
     parts = []
     for s in states:
+        if s.status not in (Status.COMPLETED, Status.CACHED):
+            continue  # results of an earlier attempt, or none
         path = Path(s.output_dir) / METRICS_FILE
         try:
             metrics = json.loads(path.read_text())
@@ -116,7 +120,7 @@ def build(run_dir: str) -> str:
     record, summary = load_record(run_dir)
     state = observe(run_dir)
     statuses = {s.name: s.status for s in state.stages}
-    training, _ = _training(state.stages)
+    training = _training(state.stages)
     comparisons = _comparisons(state.stages)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.started_at)) if state.started_at else "?"
     sections = [

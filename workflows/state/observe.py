@@ -102,8 +102,10 @@ def _alive(pid: int, stage_dir: str | None = None) -> bool:
     except PermissionError:
         pass
     try:
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X"):
+            return False  # exited, not yet reaped (its parent was killed too)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    except (OSError, IndexError):
         return True
     # a reused pid runs something else: the stage's process names its stage.yaml (empty: exec'ing right now)
     return stage_dir is None or not cmdline.strip() or f"{os.path.basename(stage_dir.rstrip('/'))}/{STAGE_YAML}" in cmdline
