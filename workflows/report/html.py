@@ -85,12 +85,13 @@ def _training(states: list[StageState]) -> str:
     histories = {name: history for name, history in histories.items() if history}
     parts = []
     if len(histories) > 1:
-        parts += ["<h3>Training loss, all stages</h3>", _img(charts.loss_across_stages(histories), "loss across stages")]
+        parts += ["<h3>Training loss, all stages</h3>",
+                  _img(charts.loss_across_stages(histories), "loss across stages")]
     for name, history in histories.items():
         if uri := charts.training_curves(history):
             last = history[-1]["step"]
-            parts += [f"<h3>{escape(name)} <span class='meta'>({len(history)} logged steps, up to step {last})</span></h3>",
-                      _img(uri, f"{name} training curves")]
+            meta = f"({len(history)} logged steps, up to step {last})"
+            parts += [f"<h3>{escape(name)} <span class='meta'>{meta}</span></h3>", _img(uri, f"{name} training curves")]
     return "\n".join(parts)
 
 
@@ -136,8 +137,9 @@ def build(run_dir: str) -> str:
         sections += ["<h2>Plan</h2>", f"<pre>{escape(record.plan_text)}</pre>"]
     if record.command:
         sections.append(f"<p class='meta'>{escape(record.command)}</p>")
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(state.pipeline)} — "
-            f"posttrain report</title><style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+    head = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(state.pipeline)} — "
+            f"posttrain report</title><style>{STYLE}</style></head><body>\n")
+    return head + "\n".join(sections) + "\n</body></html>\n"
 
 
 def write_report(run_dir: str) -> str:

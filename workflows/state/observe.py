@@ -85,7 +85,8 @@ def run_dir_argument(value: str | None) -> str:
 
     if is_run_dir("."):
         return "."
-    runs = [e.path for e in os.scandir("outputs") if e.is_dir() and is_run_dir(e.path)] if os.path.isdir("outputs") else []
+    found = os.scandir("outputs") if os.path.isdir("outputs") else []
+    runs = [e.path for e in found if e.is_dir() and is_run_dir(e.path)]
     newest = max(runs, key=lambda p: max(os.path.getmtime(os.path.join(p, n)) for n in (PLAN_FILE, SUMMARY)
                                          if os.path.isfile(os.path.join(p, n))), default=None)
     if newest:
@@ -108,7 +109,8 @@ def _alive(pid: int, stage_dir: str | None = None) -> bool:
     except (OSError, IndexError):
         return True
     # a reused pid runs something else: the stage's process names its stage.yaml (empty: exec'ing right now)
-    return stage_dir is None or not cmdline.strip() or f"{os.path.basename(stage_dir.rstrip('/'))}/{STAGE_YAML}" in cmdline
+    spec_file = f"{os.path.basename(stage_dir.rstrip('/'))}/{STAGE_YAML}" if stage_dir else ""
+    return not spec_file or not cmdline.strip() or spec_file in cmdline
 
 
 def last_error(folder: StageDir, start: int = 0) -> str | None:
@@ -128,7 +130,7 @@ def last_error(folder: StageDir, start: int = 0) -> str | None:
 
 
 def _resume_point(folder: StageDir, fingerprint: str | None) -> str | None:
-    """The checkpoint a rerun with this fingerprint resumes (workflows/state/decide.py resumes the newest complete one)."""
+    """The checkpoint a rerun with this fingerprint resumes (decide.py resumes the newest complete one)."""
     attempt = read_json(folder / FINGERPRINT_FILE) or {}
     if fingerprint and attempt.get("fingerprint") != fingerprint:
         return None
@@ -240,14 +242,15 @@ def _fill(state: StageState, stage: StageRecord, record: PlanRecord, result: dic
     if progress is not None and progress.started_at < record.started_at:
         progress = None  # an earlier invocation's attempt
     job: JobState | None = launcher.job_state(stage.stage_dir) if launcher is not None else None
-    if job is not None and job.submitted_at and job.submitted_at < record.started_at and not (job.queued or job.running):
+    if job is not None and not (job.queued or job.running) and 0 < job.submitted_at < record.started_at:
         job = None  # an earlier submission that has ended
     if job is not None:
         state.job = asdict(job)
     if progress is not None:
         state.step, state.max_steps = progress.step, progress.max_steps or None
         state.metrics = dict(progress.metrics)
-        state.elapsed_seconds = (progress.updated_at if progress.phase not in ACTIVE_PHASES else now) - progress.started_at
+        last = now if progress.phase in ACTIVE_PHASES else progress.updated_at
+        state.elapsed_seconds = last - progress.started_at
     state.resume_from = _resume_point(folder, stage.fingerprint)
     resume = f"; the same command resumes from {state.resume_from}" if state.resume_from else ""
 
