@@ -3,8 +3,8 @@
    summary follows it; `posttrain status` says finished; report.html opens in headless Chromium
    and shows its charts (screenshot kept in tests/artifacts/, or $POSTTRAIN_TEST_ARTIFACTS);
    `posttrain report` writes it again from the run_dir alone;
-2. DPO fails (a learning-rate schedule TRL rejects when the stage builds its config): status
-   names the error line and the eval skipped after it;
+2. DPO fails (a learning-rate schedule TRL rejects when the stage builds its config): the live
+   view shows the failure and the summary cleanly; status names the error line and the skipped eval;
 3. DPO trains again off a terminal (the plain step lines, nothing drawn): status while it runs
    shows its step and ETA and the eval waiting;
 4. the orchestrator and the stage are killed with SIGKILL: status says interrupted, at which
@@ -107,10 +107,9 @@ def story(tmp_path_factory) -> dict:
     out["report_cmd"] = subprocess.run([sys.executable, "-m", "workflows.cli", "report", str(run_dir)], cwd=ROOT,
                                        env=_env(), capture_output=True, text=True, timeout=300)
     out["report_again"] = (run_dir / "report.html").read_text() if (run_dir / "report.html").exists() else ""
-    # 2. dpo fails as it builds its config
-    out["failing"] = subprocess.run(_command(run_dir, "stages.dpo.trainer.max_steps=4",
-                                             "stages.dpo.trainer.lr_scheduler_type=no_such_schedule"),
-                                    cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    # 2. dpo fails as it builds its config (on a terminal too)
+    out["failing_code"], out["failing"] = _in_pty(_command(run_dir, "stages.dpo.trainer.max_steps=4",
+                                                           "stages.dpo.trainer.lr_scheduler_type=no_such_schedule"))
     out["failed"] = _status(run_dir)
     out["report_failed"] = (run_dir / "report.html").read_text()
     # 3. dpo trains (a long run, off a terminal) ...
@@ -198,9 +197,18 @@ def test_the_report_command_writes_it_again_from_the_run_dir(story):
     assert re.findall(r'<img class="chart" alt="([^"]+)"', story["report_again"]) == IMAGES
 
 
+def test_a_failure_reads_cleanly_in_the_live_view(story):
+    assert story["failing_code"] == 1
+    plain = ANSI.sub("", story["failing"])
+    failure = plain.index("==> dpo failed (exit code 1); last lines of its log:")
+    assert "no_such_schedule" in plain[failure:failure + 3000]  # its log's last lines, above the table
+    last_frame = plain[plain.rindex("sft_dpo: "):plain.index("Summary:")]
+    assert re.search(r"^dpo \[dpo\]\s+failed", last_frame, re.M)
+    assert re.search(r"^eval \[eval\]\s+skipped", last_frame, re.M)
+    assert "  dpo: exit code 1; see " in plain[plain.index("Summary:"):]
+
+
 def test_status_names_the_failed_stages_error_and_the_skipped_eval(story):
-    assert story["failing"].returncode == 1
-    assert "==> dpo failed (exit code 1)" in story["failing"].stderr
     code, status = story["failed"]
     stages = _stages(status)
     assert code == 1 and stages["dpo"]["status"] == "failed"

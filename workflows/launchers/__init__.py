@@ -29,6 +29,8 @@ class JobState:
     reason: str = ""  # why it waits or ended, in the scheduler's words
     queued: bool = False  # waiting to start
     running: bool = False
+    interrupted: bool = False  # ended by a time limit or preemption: the next run resumes it
+    cancelled: bool = False  # cancelled by a user or the scheduler (an upstream job failed)
     submitted_at: float = 0.0
 
 

@@ -230,13 +230,7 @@ def _fill(state: StageState, stage: StageRecord, record: PlanRecord, result: dic
     folder = StageDir(stage.stage_dir)
     manifest = folder.read_manifest()
     if manifest is not None and (stage.fingerprint is None or manifest.fingerprint == stage.fingerprint):
-        cached = (result or {}).get("status") == Status.CACHED or (result is None and stage.reason == Status.CACHED)
-        state.status = Status.CACHED.value if cached else Status.COMPLETED.value
-        state.metrics = {k: v for k, v in manifest.metrics.items() if isinstance(v, (int, float))}
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.finished_at)) if manifest.finished_at else "?"
-        wall = (result or {}).get("wall_seconds")
-        state.detail = ", ".join([f"finished {when}"] + ([f"took {format_seconds(wall)}"] if wall else [])
-                                 + [f"{k} {state.metrics[k]:.4g}" for k in HEADLINE_METRICS if k in state.metrics])
+        _done(state, stage, manifest, result)
         return
     progress = folder.read_progress()
     if progress is not None and progress.started_at < record.started_at:
@@ -255,60 +249,69 @@ def _fill(state: StageState, stage: StageRecord, record: PlanRecord, result: dic
     resume = f"; the same command resumes from {state.resume_from}" if state.resume_from else ""
 
     if job is not None and (job.queued or job.running):
-        where = f"{job.scheduler} job {job.job_id} {job.state}" + (f" ({job.reason})" if job.reason else "")
-        if job.running:
-            state.status = RUNNING
-            state.detail = f"{where}; {_progress_detail(progress, now)}" if progress else where
-            state.eta_seconds = progress.eta_seconds(now) if progress else None
-        else:
-            state.status, state.detail = QUEUED, where
-        return
-    if progress is not None and progress.phase in ACTIVE_PHASES and _running(progress, stage, now):
+        state.status = RUNNING if job.running else QUEUED
+        state.detail = _job_text(job)
+        if job.running and progress is not None:
+            state.detail += f"; {_progress_detail(progress, now)}"
+            state.eta_seconds = progress.eta_seconds(now)
+    elif progress is not None and progress.phase in ACTIVE_PHASES and job is None and _running(progress, stage, now):
         state.status, state.detail = RUNNING, _progress_detail(progress, now)
         state.eta_seconds = progress.eta_seconds(now)
-        return
-    if progress is not None:  # it started in this invocation and is no longer running
-        state.error = progress.error or (last_error(folder, progress.log_start) if progress.phase != "interrupted"
-                                         else None)
-        if progress.phase == "interrupted" or (result or {}).get("status") == Status.INTERRUPTED:
-            state.status = Status.INTERRUPTED.value
-            state.detail = f"stopped on a signal at step {progress.step}/{progress.max_steps}{resume}"
-        elif progress.phase == "failed" or result is not None or job is not None:
-            state.status = Status.FAILED.value
-            why = (result or {}).get("reason") or (f"{job.scheduler} job {job.job_id} {job.state}" if job else "")
-            state.detail = "; ".join(p for p in (state.error, why) if p) + resume
-        else:  # no word from it: killed outright (kill -9, OOM killer, node loss)
-            state.status = Status.INTERRUPTED.value if state.resume_from else Status.FAILED.value
-            state.detail = (f"process {progress.pid} on {progress.host} is gone at step {progress.step}/"
-                            f"{progress.max_steps} without a word (kill -9, out of memory, node lost?){resume}")
-        return
-    if result is not None and result.get("status"):
-        state.status = str(result["status"])
-        state.detail = str(result.get("reason") or "")
+    elif progress is not None:  # it started in this invocation and is no longer running
+        _ended(state, progress, result, job, folder, resume)
+    elif result is not None and result.get("status") and not (result["status"] == Status.SUBMITTED and job):
+        state.status, state.detail = str(result["status"]), str(result.get("reason") or "")
         if state.status == Status.FAILED:
             state.error = last_error(folder)
             state.detail = "; ".join(p for p in (state.error, state.detail) if p) + resume
-        if job is not None:
-            state.detail = state.detail or f"{job.scheduler} job {job.job_id} {job.state}"
-        return
-    if job is not None:  # submitted in this invocation, ended before its process said anything
-        state.status = Status.CANCELLED.value if job.state == "CANCELLED" else Status.FAILED.value
+    elif job is not None:  # its job ended before the stage process said a word
+        state.status = Status.CANCELLED.value if job.cancelled else Status.FAILED.value
         state.error = last_error(folder)
-        state.detail = "; ".join(p for p in (f"{job.scheduler} job {job.job_id} {job.state}"
-                                             + (f" ({job.reason})" if job.reason else ""), state.error) if p)
-        return
-    gated = read_json(folder / GATED_FILE)
-    if gated and (folder / GATED_FILE).stat().st_mtime >= record.started_at:
+        state.detail = "; ".join(p for p in (_job_text(job), state.error) if p)
+    elif (gated := read_json(folder / GATED_FILE)) and (folder / GATED_FILE).stat().st_mtime >= record.started_at:
         state.status, state.detail = Status.GATED.value, str(gated.get("reason", "gate failed"))
-        return
-    if orchestrator_alive:
+    elif orchestrator_alive:
         waiting = [u for u in stage.upstream if earlier.get(u) and earlier[u].status not in
                    (Status.COMPLETED, Status.CACHED, Status.GIVEN)]
         state.status = QUEUED
         state.detail = f"waiting for {', '.join(waiting)}" if waiting else "starting"
+    else:
+        state.status, state.detail = NOT_STARTED, "the invocation ended before it started" + resume
+
+
+def _done(state: StageState, stage: StageRecord, manifest: Any, result: dict[str, Any] | None) -> None:
+    cached = (result or {}).get("status") == Status.CACHED or (result is None and stage.reason == Status.CACHED)
+    state.status = Status.CACHED.value if cached else Status.COMPLETED.value
+    state.metrics = {k: v for k, v in manifest.metrics.items() if isinstance(v, (int, float))}
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.finished_at)) if manifest.finished_at else "?"
+    wall = (result or {}).get("wall_seconds")
+    state.detail = ", ".join([f"finished {when}"] + ([f"took {format_seconds(wall)}"] if wall else [])
+                             + [f"{k} {state.metrics[k]:.4g}" for k in HEADLINE_METRICS if k in state.metrics])
+
+
+def _job_text(job: JobState) -> str:
+    return f"{job.scheduler} job {job.job_id} {job.state}" + (f" ({job.reason})" if job.reason else "")
+
+
+def _ended(state: StageState, progress: Progress, result: dict[str, Any] | None, job: JobState | None,
+           folder: StageDir, resume: str) -> None:
+    """A stage process of this invocation that is gone: how it ended, from its own last record first."""
+    outcome = (result or {}).get("status")
+    if progress.phase == "interrupted" or outcome == Status.INTERRUPTED or (job and job.interrupted):
+        state.status = Status.INTERRUPTED.value
+        why = _job_text(job) if job else "stopped on a signal"
+        state.detail = f"{why} at step {progress.step}/{progress.max_steps}{resume}"
         return
-    state.status = NOT_STARTED
-    state.detail = "the invocation ended before it started" + resume
+    state.error = progress.error or last_error(folder, progress.log_start)
+    if progress.phase == "failed" or outcome or job is not None:
+        state.status = Status.FAILED.value
+        why = (result or {}).get("reason") if outcome and outcome != Status.SUBMITTED else _job_text(job) if job else ""
+        state.detail = "; ".join(p for p in (state.error, why) if p) + resume
+        return
+    # no word from it: killed outright (kill -9, the OOM killer, a lost node)
+    state.status = Status.INTERRUPTED.value if state.resume_from else Status.FAILED.value
+    state.detail = (f"process {progress.pid} on {progress.host} is gone at step {progress.step}/{progress.max_steps} "
+                    f"without a word (kill -9, out of memory, node lost?){resume}")
 
 
 def _running(progress: Progress, stage: StageRecord, now: float) -> bool:

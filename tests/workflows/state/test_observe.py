@@ -159,6 +159,9 @@ def test_a_stage_waiting_in_a_scheduler_queue_shows_its_job(tmp_path, monkeypatc
             name = os.path.basename(stage_dir)
             if name == "sft":
                 return JobState("TestScheduler", "41", "RUNNING", running=True, submitted_at=started + 1)
+            if name == "eval":  # ended before its process said a word
+                return JobState("TestScheduler", "43", "CANCELLED", "DependencyNeverSatisfied", cancelled=True,
+                                submitted_at=started + 1)
             return JobState("TestScheduler", "42", "PENDING", "Dependency", queued=True, submitted_at=started + 1)
 
     monkeypatch.setattr(observe_module, "launcher_for", lambda name: Scheduler())
@@ -170,6 +173,9 @@ def test_a_stage_waiting_in_a_scheduler_queue_shows_its_job(tmp_path, monkeypatc
     assert sft.status == "running" and sft.detail.startswith("TestScheduler job 41 RUNNING; step 4/8, ETA")
     assert sft.job["job_id"] == "41"
     assert dpo.status == "queued" and dpo.detail == "TestScheduler job 42 PENDING (Dependency)"
+    evaluation = state.stages[3]
+    assert evaluation.status == "cancelled"  # not `submitted`, as the summary written at submission says
+    assert evaluation.detail == "TestScheduler job 43 CANCELLED (DependencyNeverSatisfied)"
 
 
 def test_the_last_error_line_is_this_attempts(tmp_path):

@@ -274,9 +274,10 @@ def job_state(stage_dir: str) -> JobState | None:
     except SlurmError:  # no Slurm client here (someone else's run_dir): say what is known
         job = None
     state = job.state if job else "UNKNOWN"
+    waiting = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING")
     return JobState("Slurm", job_id, state, job.reason if job and job.reason not in ("None",) else "",
-                    queued=state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING"),
-                    running=state in ACTIVE and state not in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING"),
+                    queued=state in waiting, running=state in ACTIVE and state not in waiting,
+                    interrupted=state in ("TIMEOUT", "PREEMPTED"), cancelled=state == "CANCELLED",
                     submitted_at=float(record.get("submitted_at") or 0))
 
 
