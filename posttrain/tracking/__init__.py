@@ -65,6 +65,9 @@ class Backend(Protocol):
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None: ...
 
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        """In a stage process, once its Trainer exists: shape what the Trainer itself reports here."""
+
     def run_link(self, stage_dir: str) -> str | None:
         """Where the latest attempt of the stage in `stage_dir` is shown (a URL, or the run and its store),
         from what the stage folder records; None when it has no record. No store is contacted."""

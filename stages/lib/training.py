@@ -8,6 +8,7 @@ from typing import Any
 
 from posttrain.progress import step_line
 from posttrain.spec import StageSpec
+from posttrain.tracking import backend
 from stages.lib import progress
 from stages.lib.common import last_checkpoint, log, write_manifest
 from stages.lib.interrupt import save_on_signal
@@ -55,6 +56,7 @@ def train_and_finish(trainer: Any, tokenizer: Any, spec: StageSpec, data: Any, i
                      **manifest_extra: Any) -> None:
     """Run `trainer` to the end and mark the stage complete (the manifest is written last)."""
     attach_progress(trainer, spec)
+    backend(spec.tracking.backend).adapt_trainer(spec, trainer)  # MLflow: curves first (tracking/mlflow/keys.py)
     save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
     resume = last_checkpoint(spec)
     if resume:

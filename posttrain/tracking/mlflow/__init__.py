@@ -11,7 +11,8 @@ What lands where (experiment = `tracking.experiment`, default the pipeline's nam
   (model dirs), `posttrain.data.*` (dataset paths and digests, also as MLflow dataset inputs),
   `posttrain.output_dir`; artifacts stage.yaml, stage.log, manifest.json. The stage process logs
   its training metrics into it (stage.py here, `MLFLOW_RUN_ID`, rank 0 only). The counts of its
-  data (`data/rows` ...) are params, so its charts open on the curves (keys.py).
+  data (`data/rows` ...) are params and its held-out metrics sit beside their training curves
+  (`rewards/eval_accuracies`), so its charts open on the curves (keys.py).
 - a stage that compares models (eval) logs `<metric>/<model>` (a chart section per metric) and a
   child run per model, `<eval>/<model>`, with the plain metric names for the compare view.
 - a stage that resumes an interrupted attempt (same fingerprint, `resume_from`) continues that
@@ -65,6 +66,9 @@ class MlflowBackend:
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
         stage.log_artifact(spec, path, folder)
+
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        stage.curves_first(trainer)
 
     def run_link(self, stage_dir: str) -> str | None:
         return run_link(stage_dir)

@@ -11,7 +11,11 @@ So:
 - a stage that compares models (its manifest names them under `models`: the eval stage) reports
   `<model>/<metric>` (what gates and summary.json use). Its run shows `<metric>/<model>`: a section
   per metric with one bar per model. Each model also gets a child run with the plain `<metric>`
-  keys, so selecting them in the compare view lines the models up column by column.
+  keys, so selecting them in the compare view lines the models up column by column;
+- a trainer's held-out metrics in a section (`eval_rewards/accuracies`, `eval_logps/chosen`) go to
+  the section of the training curve they match (`rewards/eval_accuracies`): evaluated once at the
+  end, `eval_*` sections were one-point charts sorted before every curve. Unsectioned ones
+  (`eval_loss`) keep their name, beside `loss`. summary.json and the parent run keep TRL's names.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ def split_constants(metrics: dict[str, Any], prefix: str = "") -> tuple[dict[str
               if k.startswith(CONSTANT_PREFIXES) and _number(v)}
     rest = {k: v for k, v in metrics.items() if not k.startswith(CONSTANT_PREFIXES)}
     return params, rest
+
+
+def eval_beside_training(logs: dict[str, Any]) -> dict[str, Any]:
+    """`eval_rewards/accuracies` -> `rewards/eval_accuracies`; other keys unchanged."""
+    out = {}
+    for key, value in logs.items():
+        section, _, name = key.rpartition("/")
+        if section.startswith("eval_") and name:
+            key = f"{section.removeprefix('eval_')}/eval_{name}"
+        out[key] = value
+    return out
 
 
 def _model_of(key: str, models: list[str]) -> str | None:

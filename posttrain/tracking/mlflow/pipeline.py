@@ -20,7 +20,7 @@ from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import Pictures
 from posttrain.tracking.lineage import data_identities, git_commit, posttrain_version
-from posttrain.tracking.mlflow.keys import by_metric, per_model, split_constants
+from posttrain.tracking.mlflow.keys import by_metric, eval_beside_training, per_model, split_constants
 from posttrain.tracking.mlflow.store import Store, metric_items
 from posttrain.tracking.redact import loggable_params, mlflow_name, redact
 
@@ -240,7 +240,8 @@ class MlflowTracker:
         logged = self.client.get_run(run_id).data
         params, numbers = split_constants(result.metrics)
         self.store.params(run_id, {k: v for k, v in params.items() if k not in logged.params})
-        missing = {k: v for k, v in metric_items("", by_metric(numbers, models)).items() if k not in logged.metrics}
+        named = by_metric(eval_beside_training(numbers), models)  # as the stage process logged them
+        missing = {k: v for k, v in metric_items("", named).items() if k not in logged.metrics}
         step = int(result.metrics.get("global_step", 0) or 0)
         self.store.metrics(run_id, {**missing, "wall_seconds": result.wall_seconds}, step=step)
         self._model_runs(stage, run_id, per_model(numbers, models), manifest.get("models") or {})
@@ -282,7 +283,7 @@ class MlflowTracker:
         params, numbers = split_constants(result.metrics)
         self.store.params(run_id, params)
         if numbers:
-            self.store.metrics(run_id, metric_items("", numbers))
+            self.store.metrics(run_id, metric_items("", eval_beside_training(numbers)))
         if self.tracking.register == stage.name:
             self._register(stage, run_id)
         self.client.set_terminated(run_id, "FINISHED")
