@@ -1,7 +1,7 @@
 """MLflow tracking: one parent run per invocation (config, plan, DAG, summary, each stage's final
 metrics), a nested run per stage (its stage.yaml, lineage tags, logs, training curves). What lands
-where is in README.md ("Tracking with MLflow"). mlflow is imported only when a tracked pipeline
-starts; a tracking failure after the start is reported and training goes on.
+where is in README.md ("Tracking with MLflow"); metric keys are keys.py's. mlflow is imported only
+when a tracked pipeline starts; a tracking failure after the start is reported and training goes on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from posttrain.pipeline import Plan
 from posttrain.spec import StageSpec, TrackingSpec
 from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow import stage
-from posttrain.tracking.mlflow.pipeline import MlflowTracker
+from posttrain.tracking.mlflow.pipeline import MlflowTracker, run_link
 from posttrain.tracking.mlflow.preflight import preflight
 
 
@@ -44,6 +44,12 @@ class MlflowBackend:
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
         stage.log_artifact(spec, path, folder)
+
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        stage.curves_first(trainer)
+
+    def run_link(self, stage_dir: str) -> str | None:
+        return run_link(stage_dir)
 
 
 BACKEND = MlflowBackend()
