@@ -17,6 +17,7 @@ from posttrain.pipeline import Plan, PlannedStage
 from posttrain.refs import CHECKPOINT, HUB_ID, HUB_PREFIX, looks_like_path, model_label
 from posttrain.registry import STAGE_TYPES, StageType
 from posttrain.spec import DataSpec, ModelRef, Resources, Source, StageSpec, TrackingSpec
+from posttrain.names import quoted
 from posttrain.suggest import did_you_mean
 from posttrain.tracking import BACKENDS
 from workflows.launchers import launch_problems, launcher_for
@@ -25,6 +26,8 @@ from workflows.planning.dag import find_cycle, order
 from workflows.planning.data import check_pipeline_data
 from workflows.planning.errors import PlanError
 from workflows.planning.gates import plan_gate
+from workflows.planning.models import chat_template_problems, hub_model_problems, model_problems, tokenizer_problems
+from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -66,14 +69,18 @@ class Planner:
                                 tokenizer=model_cfg.get("tokenizer") if given else None,
                                 revision=model_cfg.get("revision"), label=model_label(ref))
             return ModelRef(ref, self.output_dir(ref, "model"), ref, label=model_label(ref))
+        where = f"stages.{stage}.{key}"
         if ref.startswith(HUB_PREFIX):
+            self.problems.extend(hub_model_problems(where, ref.removeprefix(HUB_PREFIX), None))
             return ModelRef(ref, ref.removeprefix(HUB_PREFIX), label=model_label(ref))
         if looks_like_path(ref) or HUB_ID.match(ref):
             if Path(ref).expanduser().exists():
+                self.problems.extend(model_problems(where, ref, needs_tokenizer=key != "reference"))
                 return ModelRef(ref, absolute(ref), label=model_label(ref))
             if looks_like_path(ref):
-                self.problem(f"stages.{stage}.{key}: no such model directory '{ref}'")
+                self.problem(f"{where}: no such model directory {quoted(ref)}")
                 return None
+            self.problems.extend(hub_model_problems(where, ref, None))
             return ModelRef(ref, ref, label=model_label(ref))  # a hub id, loaded by the stage
         options = sorted([*self.stages, CHECKPOINT])
         self.problem(f"stage '{stage}' needs '{ref}' ({key}), which the pipeline does not define "
@@ -204,6 +211,20 @@ class Planner:
                 setattr(spec, key, value)
         return spec
 
+    def _model_group(self, needs_checkpoint: bool) -> None:
+        """The `model` group: the starting model and tokenizer (when a stage starts from `checkpoint`),
+        and the chat template every stage uses."""
+        model = self.config["model"]
+        given, tokenizer, revision = model.get("name_or_path"), model.get("tokenizer"), model.get("revision")
+        if needs_checkpoint and given:
+            self.problems.extend(model_problems("model.name_or_path", given, revision, needs_tokenizer=not tokenizer))
+        if needs_checkpoint and tokenizer:
+            self.problems.extend(tokenizer_problems("model.tokenizer", tokenizer, revision))
+        if model.get("chat_template") and (found := chat_template_problems("model.chat_template",
+                                                                             model["chat_template"])):
+            self.problems.extend(found)
+            model["chat_template"] = None  # the data checks go on without it; the plan fails anyway
+
     def checkpoint_spec(self) -> StageSpec:
         model = dict(self.config["model"])
         return StageSpec(
@@ -248,6 +269,10 @@ class Planner:
 
     def build(self) -> Plan:
         specs: dict[str, StageSpec] = {}
+        self.problems.extend(name_problems(self.config) + run_dir_problems(self.run_dir, str(self.config["run_dir"])))
+        refs = [str(s.get(k)) for s in self.stages.values() for k in ("policy", "reference")] + [
+            str(m) for s in self.stages.values() for m in s.get("models") or []]
+        self._model_group(needs_checkpoint=CHECKPOINT in refs)
         for name, stage in self.stages.items():
             self.edges[name] = []
             if name == CHECKPOINT:
