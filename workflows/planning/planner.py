@@ -29,6 +29,7 @@ from workflows.planning.gates import plan_gate
 from workflows.planning.models import chat_template_problems, hub_model_problems, model_problems, tokenizer_problems
 from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
+from workflows.planning.values import value_problems
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -201,7 +202,8 @@ class Planner:
             spec.reference = spec.policy if ref is None else self.model(name, "reference", ref)
         spec.data = self._data(name, stage, stage_type)
         if stage_type.trl_config:
-            self.problems.extend(trainer_problems(name, stage_type.trl_config, spec.trainer))
+            evaluates = bool(spec.data and (spec.data.eval_sources or spec.data.eval_fraction))
+            self.problems.extend(trainer_problems(name, stage_type.trl_config, spec.trainer, evaluates))
         spec.gate, problems = plan_gate(name, stage.get("gate"), self.stages, self.run_dir)
         self.problems.extend(problems)
         if spec.gate:
@@ -270,6 +272,7 @@ class Planner:
     def build(self) -> Plan:
         specs: dict[str, StageSpec] = {}
         self.problems.extend(name_problems(self.config) + run_dir_problems(self.run_dir, str(self.config["run_dir"])))
+        self.problems.extend(value_problems(self.config))  # posttrain's own keys against their domains
         refs = [str(s.get(k)) for s in self.stages.values() for k in ("policy", "reference")] + [
             str(m) for s in self.stages.values() for m in s.get("models") or []]
         self._model_group(needs_checkpoint=CHECKPOINT in refs)
