@@ -14,7 +14,7 @@ from typing import Any
 
 from posttrain.artifacts import OUTPUT_DIRS, STAGE_YAML
 from posttrain.pipeline import Plan, PlannedStage
-from posttrain.refs import CHECKPOINT, HUB_ID, HUB_PREFIX, looks_like_path, model_label
+from posttrain.refs import CHECKPOINT, HUB_ID, HUB_PREFIX, looks_like_path, model_label, names_data_file
 from posttrain.registry import STAGE_TYPES, StageType
 from posttrain.spec import DataSpec, ModelRef, Resources, Source, StageSpec, TrackingSpec
 from posttrain.names import quoted
@@ -30,8 +30,6 @@ from workflows.planning.models import chat_template_problems, hub_model_problems
 from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
 from workflows.planning.values import value_problems
-
-_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 def absolute(path: str) -> str:
@@ -137,7 +135,7 @@ class Planner:
                     self.problem(f"{where}: give a `path` (file, folder or hub dataset id) or a `stage`")
                 elif Path(source.path).expanduser().exists():
                     source.path = absolute(source.path)
-                elif not HUB_ID.match(source.path) or Path(source.path).suffix in _DATA_SUFFIXES:
+                elif not HUB_ID.match(source.path) or names_data_file(source.path):
                     self.problem(f"{where}.path: no such file or folder '{source.path}'")
                 groups[group].append(source)
         if not groups["sources"]:
