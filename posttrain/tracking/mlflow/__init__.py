@@ -18,19 +18,24 @@ What lands where (experiment = `tracking.experiment`, default the pipeline's nam
 
 The mlflow import happens only when a tracked pipeline starts (never on dry_run or tracking=none).
 A tracking failure after the start is reported and training goes on: losing a metric is cheaper
-than losing a run.
+than losing a run. Every call is bounded in time (bounds.py); a store that stops answering is
+dropped for the rest of the invocation, and the runs it could not end are ended by the next
+invocation that reaches it (settle.py).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from posttrain.pipeline import Plan
 from posttrain.spec import StageSpec, TrackingSpec
 from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow import stage
+from posttrain.tracking.mlflow.bounds import bound_requests
 from posttrain.tracking.mlflow.pipeline import MlflowTracker
 from posttrain.tracking.mlflow.preflight import preflight
+from posttrain.tracking.mlflow.settle import settle_open_runs, unsettled
 
 
 class MlflowBackend:
@@ -49,6 +54,21 @@ class MlflowBackend:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TrackingError(f"could not start MLflow tracking at {plan.tracking.uri}: {first}. "
                                 f"Fix tracking.uri or run with tracking=none. No stage was started.") from None
+
+    def settle(self, plan: Plan) -> None:
+        """Runs of this run_dir an earlier invocation left RUNNING (posttrain/tracking/mlflow/settle.py):
+        ended now, if the store answers. Reads only local records unless there is one to end."""
+        uri = str(plan.tracking.uri)
+        if not unsettled(plan, uri):
+            return
+        try:
+            bound_requests()
+            preflight(uri)
+            from mlflow.tracking import MlflowClient
+        except TrackingError:
+            print(f"tracking: runs an earlier invocation left open stay so: {uri} is not reachable", file=sys.stderr)
+            return
+        settle_open_runs(MlflowClient(tracking_uri=uri), plan, uri)
 
     def attach(self, spec: StageSpec) -> bool:
         return stage.attach(spec) is not None
