@@ -84,10 +84,12 @@ def _bound(field: str, low: float | None = None, high: float | None = None, *, l
     return Rule((field,), refuse, enforced_by, {field: example}, classes)
 
 
-def _steps(strategy: str, field: str) -> Rule:
-    """`<x>_steps` with `<x>_strategy: steps`: positive, whole when above 1 (a fraction is a share)."""
-    return _bound(field, 0, low_open=True, integer=True, enforced_by="TrainingArguments refuses it",
-                  example=0, when=lambda v: v.get(strategy) == "steps")
+def _steps(strategy: str, field: str, low_open: bool, enforced_by: str, example: float) -> Rule:
+    """`<x>_steps` with `<x>_strategy: steps`: in range, and whole when above 1 (below 1 it is a share of
+    the training steps; TrainingArguments refuses 2.5)."""
+    rule = _bound(field, 0, low_open=low_open, integer=True, enforced_by=enforced_by, example=example,
+                  when=lambda v: v.get(strategy) == "steps")
+    return Rule(rule.fields, rule.refuse, enforced_by, {field: example, strategy: "steps"})
 
 
 def _rule(fields: tuple[str, ...], enforced_by: str, example: Values, classes: tuple[str, ...] = ()):
@@ -196,9 +198,9 @@ RULES: tuple[Rule, ...] = (
     _bound("warmup_ratio", 0, 1, enforced_by="a share of the steps", example=1.5),
     _bound("max_grad_norm", 0, enforced_by="a norm", example=-1.0),
     _bound("torch_empty_cache_steps", 0, low_open=True, enforced_by="TrainingArguments refuses it", example=0),
-    _steps("logging_strategy", "logging_steps"),
-    _steps("eval_strategy", "eval_steps"),
-    _steps("save_strategy", "save_steps"),
+    _steps("logging_strategy", "logging_steps", True, "TrainingArguments refuses it", 0),
+    _steps("eval_strategy", "eval_steps", False, "TrainingArguments refuses it (0: every logging_steps)", 2.5),
+    _steps("save_strategy", "save_steps", True, "the Trainer divides by it", 0),
     _bound("save_total_limit", 1, enforced_by="0 or less keeps every checkpoint", example=0),
     _bound("dataloader_num_workers", 0, enforced_by="torch's DataLoader refuses it", example=-1),
     _bound("seed", 0, 2**32 - 1, enforced_by="numpy refuses it as a seed", example=-1),
