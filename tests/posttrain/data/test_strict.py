@@ -20,7 +20,7 @@ ROWS = [
     (b'{"text": NaN}', "not valid JSON: NaN is not a JSON value"),
     (b'{"x": [1, {"y": -Infinity}]}', "not valid JSON: -Infinity is not a JSON value"),
     (b'{"text": "a", "text": "b"}', "not valid JSON: key 'text' appears twice in one object"),
-    (b'{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}', "key 'role' appears twice"),
+    (b'{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}', "not valid JSON: key 'role' appears twice"),
 ]
 
 
