@@ -346,8 +346,8 @@ class MlflowTracker:
             update_record(self.plan.stage(name).dir / RUN_FILE, status=status, synced=False)
         update_record(self.parent_record, status=final or "pending", synced=final is None)
         if self.lost:
-            print(f"tracking: the MLflow store was lost ({self.lost}); its runs of this invocation stay RUNNING "
-                  f"there until the next run that reaches it", file=sys.stderr, flush=True)
+            print("tracking: this invocation's MLflow runs stay RUNNING until the next run that reaches the store",
+                  file=sys.stderr, flush=True)
             return
         try:
             for name, run_id in list(self.running.items()) if status else ():

@@ -23,7 +23,9 @@ from typing import Any
 from posttrain import stop
 from posttrain.artifacts import MANIFEST
 from posttrain.spec import StageSpec
+from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow.bounds import bound_requests, exit_deadline
+from posttrain.tracking.mlflow.preflight import preflight
 
 _run: dict[str, Any] = {}  # the run this process opened: {"id", "stage_dir"}
 
@@ -77,8 +79,16 @@ def _start(spec: StageSpec) -> str:
     _run.update(id=run.info.run_id, stage_dir=spec.stage_dir)
     # atexit runs last-registered first: this ends the run before mlflow's own handler (FINISHED).
     atexit.register(_end_run)
-    exit_deadline(f"[{spec.name}]", _exit_code)  # tracking cannot keep a finished stage alive
+    exit_deadline(f"[{spec.name}]", _exit_code, lambda: _reachable(os.environ["MLFLOW_TRACKING_URI"]))
     return run.info.run_id
+
+
+def _reachable(uri: str) -> bool:
+    try:
+        preflight(uri)
+    except TrackingError:
+        return False
+    return True
 
 
 def _exit_code() -> int:
