@@ -75,12 +75,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    """Any thread of `pid` still running (a zombie waiting for a reaper counts as gone; a zombie thread-group
+    leader whose other threads are still exiting does not: they hold its files)."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.1) -> None:
