@@ -17,7 +17,7 @@ from tests.integration.conftest import env, free_port, kill_group, start_mlflow_
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlflow_server]
 BOUND_S = 60  # from the last training step to the pipeline's exit
-STEPS = 30
+STEPS = 12
 
 
 def runs(uri: str) -> dict[str, dict]:
