@@ -25,7 +25,7 @@ def test_refused_invocations_write_nothing(tmp_path):
     a_file.write_text("x")
     on_file = run_cli("+pipeline=sft_dpo", f"run_dir={a_file}", "tracking=none", cwd=work)
     assert on_file.returncode == 2 and "Traceback" not in on_file.stderr, on_file.stderr
-    assert f"run_dir '{a_file}': '{a_file}' is a file, not a folder" in on_file.stderr
+    assert f"run_dir '{a_file}': is a file, not a folder; choose another run_dir" in on_file.stderr
 
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

@@ -24,12 +24,12 @@ def name_problems(cfg: dict[str, Any]) -> list[str]:
 
 def run_dir_problems(run_dir: str, given: str) -> list[str]:
     """run_dir must be (or become) a writable folder; `given` is how the config wrote it."""
-    where = f"run_dir {quoted(given)}"
+    where = f"run_dir {quoted(given)}" + (f" ({quoted(run_dir)})" if str(Path(given).expanduser()) != run_dir else "")
     if printable(given) != given:
         return [f"{where}: contains a line break or control character; choose a path without one"]
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
-        return [f"{where}: {quoted(run_dir)} is a file, not a folder; choose another run_dir or move the file"]
+        return [f"{where}: is a file, not a folder; choose another run_dir or move the file"]
     existing = path
     while not existing.exists():  # the nearest ancestor that exists: it must be a folder we can write in
         existing = existing.parent
