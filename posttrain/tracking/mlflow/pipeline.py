@@ -212,7 +212,7 @@ class MlflowTracker:
         self.running[stage.name] = run_id
         self.produced_by[stage.name] = run_id
         return {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": self.uri,
-                "MLFLOW_EXPERIMENT_NAME": str(self.tracking.experiment), **bound_requests({})}
+                "MLFLOW_EXPERIMENT_NAME": str(self.tracking.experiment)}  # the HTTP bounds: in os.environ
 
     def _log_datasets(self, run_id: str, stage: PlannedStage) -> None:
         """Datasets as MLflow inputs, so the runs table's Dataset column names what each stage read."""
