@@ -16,12 +16,14 @@ from posttrain.paths import CONF_DIR
 from posttrain.status import OK
 from posttrain.tracking import TrackingError
 from workflows.config import normalize_overrides, register
+from workflows.config.compose import save_hydra_record
 from workflows.config.schema import VERSION_BASE
 from workflows.launchers import launcher_for
 from workflows.planning import PlanError, build_plan
+from workflows.planning.space import space_warning
 from workflows.report.html import report_at_end
 from workflows.report.plan_text import render_plan, write_plan
-from workflows.report.summary import render_summary, write_summary
+from workflows.report.summary import render_summary, summary_path, write_summary
 from workflows.state.decide import decide
 from workflows.state.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
 from workflows.tracking import tracked
@@ -35,6 +37,7 @@ def main(cfg: DictConfig) -> None:
         plan = build_plan(cfg)
         if not cfg.dry_run:
             lock_run_dir(plan.run_dir, wait=cfg.wait_for_lock)  # held until exit
+            save_hydra_record(cfg, plan.run_dir)  # .hydra/ only by the invocation that holds run_dir
         decide(plan)  # what runs, from the disk as it is now that we hold run_dir
     except PlanError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -42,27 +45,40 @@ def main(cfg: DictConfig) -> None:
     except RunDirBusy as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(BUSY_EXIT_CODE)
+    except OSError as err:  # run_dir unwritable, or its disk full
+        print(f"error: cannot use run_dir {cfg.run_dir}: {err.strerror} ({err.filename})", file=sys.stderr)
+        sys.exit(1)
     print(render_plan(plan))
+    if warning := space_warning(plan):
+        print(warning, file=sys.stderr)
     launcher = launcher_for(plan.config["launcher"]["name"])
     if cfg.dry_run:
         if extra := launcher.dry_run(plan):  # e.g. the Slurm launcher prints its exact job scripts
             print(extra)
         return
-    write_plan(plan)  # <run_dir>/plan.json: `posttrain status` follows the run from it
     try:
+        write_plan(plan)  # <run_dir>/plan.json: `posttrain status` follows the run from it
         with tracked(plan) as tracker:  # checks the store first; ends every run with its true status
             results = launcher.run(plan, tracker)
-            path = write_summary(plan, results)
-            tracker.log_summary(path)
-            if report := report_at_end(plan, results):  # <run_dir>/report.html: curves, evals, DAG
-                tracker.log_summary(report)
+            path, unwritten = summary_path(plan), None
+            try:
+                write_summary(plan, results)
+                tracker.log_summary(path)
+                if report := report_at_end(plan, results):  # <run_dir>/report.html: curves, evals, DAG
+                    tracker.log_summary(report)
+            except OSError as err:  # a full disk: the table below is then the only summary
+                unwritten = err.strerror
+    except OSError as err:  # any other write of the orchestrator's own (a job script) on a full disk
+        print(f"error: could not write {err.filename}: {err.strerror}; stages that finished are kept (their "
+              f"manifests); free space and run the same command again", file=sys.stderr)
+        sys.exit(1)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
         sys.exit(130)
-    print(render_summary(results, path))
+    print(render_summary(results, path, unwritten))
     if any(r.status not in OK for r in results):
         sys.exit(1)
 

@@ -22,7 +22,9 @@ def start(plan: Plan) -> PipelineTracker:
         return NullTracker()
     if all(stage.external or stage.cached for stage in plan.stages):
         # Nothing will train: the runs that produced these stages already hold their metrics, and
-        # skipping the store (a ~5 s import and a round-trip) keeps a cached re-run near 1 s.
+        # skipping the store (a ~5 s import and a round-trip) keeps a cached re-run near 1 s; only runs
+        # an earlier invocation left open (it died, or lost the store) make it reach the store.
+        backend(plan.tracking.backend).settle(plan)
         print("tracking: every stage is cached; no new runs (see the runs that trained them)")
         return NullTracker()
     tracker = backend(plan.tracking.backend)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -19,8 +20,20 @@ from typing import Any
 
 import yaml
 
+from posttrain.data.strict import (
+    BOM,
+    SURROGATE,
+    RepeatedKeys,
+    SourceError,
+    StrictJSON,
+    data_suffix,
+    open_data,
+    strict_mark,
+    utf8_problem,
+)
 from posttrain.hashing import FileHashes
-from posttrain.refs import DATA_SUFFIXES
+from posttrain.names import quoted
+from posttrain.refs import DATA_SUFFIXES, names_data_file
 from posttrain.spec import Source
 
 # datasets' split keywords (datasets/data_files.py SPLIT_KEYWORDS) and the name separators around them.
@@ -29,10 +42,6 @@ SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "
 _SEP = r"[-._ 0-9]"
 _SHARDED = re.compile(r"^data/(?P<split>\w+)-\d{5}-of-\d{5}[^/]*\.[^/]+$")
 _IGNORED = {"README.md", "config.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json"}
-
-
-class SourceError(Exception):
-    """A source that cannot be read at all (not a row problem); the message says what to do."""
 
 
 @dataclass
@@ -48,7 +57,7 @@ def _data_files(folder: Path) -> list[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
         for name in sorted(files):
-            if not name.startswith(".") and name not in _IGNORED and name.endswith(DATA_SUFFIXES):
+            if not name.startswith(".") and name not in _IGNORED and names_data_file(name):
                 out.append(Path(root, name).relative_to(folder).as_posix())
     return out
 
@@ -133,7 +142,7 @@ def folder_splits(folder: Path, name: str | None = None) -> dict[str, list[Path]
             {"train": files} if files else {})
     if not any(found.values()):
         raise SourceError(f"{folder}: no {', '.join(DATA_SUFFIXES)} files in this folder")
-    suffixes = {Path(f).suffix for fs in found.values() for f in fs}
+    suffixes = {data_suffix(Path(f))[0] for fs in found.values() for f in fs}
     if len(suffixes) > 1:
         raise SourceError(f"{folder}: mixes {', '.join(sorted(suffixes))} files; keep one file type per folder")
     return {split: [folder / f for f in fs] for split, fs in found.items()}
@@ -158,40 +167,73 @@ def source_files(source: Source) -> list[Path] | None:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
+    strict = StrictJSON()
+    with open_data(path) as f:
+        for number, raw in enumerate(f, 1):
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield number, BadRow(utf8_problem(raw, err))
+                continue
             if not line.strip():
                 continue
+            bad = strict.bad
             try:
-                yield number, json.loads(line.rstrip("\r\n"))
+                row = strict.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 yield number, BadRow(f"not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            yield number, (BadRow(f"not valid JSON: {strict_mark(row)}") if strict.bad != bad else row)
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    with open_data(path) as f:
+        raw = f.read()
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise SourceError(f"{path} line {line}: not valid UTF-8 (byte {raw[err.start]:#04x}); "
+                          f"re-encode the file as UTF-8") from None
+    strict = StrictJSON()
+    try:
+        data = strict.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # JSON Lines in a .json file, as `datasets` accepts
             yield from _iter_jsonl(path)
             return
         raise SourceError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if isinstance(data, RepeatedKeys):
+        raise SourceError(f"{path}: {data.reason}")
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         columns = list(data)
         data = [dict(zip(columns, values)) for values in zip(*data.values())]  # column-oriented JSON
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a list of row objects (or JSON Lines), got a JSON {type(data).__name__}")
-    yield from enumerate(data, 1)
+    for number, row in enumerate(data, 1):
+        mark = strict_mark(row) if strict.bad else None
+        yield number, BadRow(f"not valid JSON: {mark}") if mark else row
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open_data(path) as binary, io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape",
+                                                     newline="") as f:
         reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if any(SURROGATE.search(name) for name in header):
+            raise SourceError(f"{path} line 1: the header is not valid UTF-8; re-encode the file as UTF-8")
+        if repeated := sorted({name for name in header if header.count(name) > 1}):
+            raise SourceError(f"{path} line 1: column {quoted(repeated[0])} appears twice in the header")
         start = 2
         for row in reader:
             if None in row:
                 yield start, BadRow(f"{len(row) - 1 + len(row[None])} cells, the header has {len(row) - 1}")
+            elif column := next((k for k, v in row.items() if isinstance(v, str) and SURROGATE.search(v)), None):
+                byte = ord(SURROGATE.search(row[column]).group()) - 0xDC00  # type: ignore[union-attr]
+                yield start, BadRow(f"not valid UTF-8 (byte {byte:#04x} in column {quoted(column)}); "
+                                    f"re-encode the file as UTF-8")
             else:
                 if isinstance(row.get("label"), str) and row["label"].lower() in ("true", "false"):
                     row["label"] = row["label"].lower() == "true"  # CSV has no booleans
@@ -213,14 +255,23 @@ READERS = {".jsonl": _iter_jsonl, ".json": _iter_json, ".csv": _iter_csv, ".parq
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(row number, row) for every row of a file; a `BadRow` where a row cannot be parsed.
+    """(row number, row) for every row of a file; a `BadRow` where a row cannot be parsed (invalid
+    UTF-8, not JSON, NaN, a repeated key, a ragged CSV line). A UTF-8 byte-order mark is skipped;
+    `.gz`/`.bz2`/`.xz` after the data suffix are read compressed.
 
     Row numbers are 1-based lines for JSONL and CSV (the header is line 1), item numbers for JSON
     and Parquet: what an editor or spreadsheet shows.
+
+    Raises:
+        SourceError: an unknown file type, undeclared or unreadable compression, a whole-file problem.
     """
-    reader = READERS.get(path.suffix.lower())
+    suffix, _ = data_suffix(path)
+    reader = READERS.get(suffix)
     if reader is None:
-        raise SourceError(f"{path}: unknown file type '{path.suffix}' (use {', '.join(DATA_SUFFIXES)})")
+        raise SourceError(f"{path}: unknown file type '{suffix or path.name}' (use {', '.join(DATA_SUFFIXES)}, "
+                          f"optionally compressed: .jsonl.gz)")
+    if suffix == ".parquet":
+        open_data(path).close()  # a compressed Parquet file is named, not misread
     yield from reader(path)
 
 

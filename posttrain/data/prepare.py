@@ -12,6 +12,7 @@ with their own reader, so the stage keeps exactly the rows the plan promised.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,10 +66,14 @@ def config_problems(name: str, data: DataSpec, accepted: tuple[str, ...], stage_
             if source.format is not None and source.format not in accepted:
                 problems.append(f"{prefix}.{group}[{i}].format: a {stage_type} stage takes "
                                 f"{' or '.join(accepted)} data, not '{source.format}'")
-            if source.weight is not None and source.weight < 0:
-                problems.append(f"{prefix}.{group}[{i}].weight: {source.weight} is negative")
+            if source.weight is not None and not 0 <= source.weight < math.inf:
+                problems.append(f"{prefix}.{group}[{i}].weight: {source.weight} is not a finite share of 0 or more")
             if source.max_rows is not None and source.max_rows < 1:
                 problems.append(f"{prefix}.{group}[{i}].max_rows: {source.max_rows} is not a positive count")
+    weights = [s.weight for s in data.sources]
+    if data.sources and any(w is not None for w in weights) and sum(1.0 if w is None else w for w in weights) == 0:
+        problems.append(f"{prefix}.sources: every weight is 0, so the mixture has no rows; give at least one "
+                        f"source a weight above 0 (or remove the weights)")
     return problems
 
 
@@ -122,6 +127,9 @@ def prepare(spec: StageSpec, accepted: tuple[str, ...], settings: Settings, coun
         out.notes.insert(0, f"dropping {invalid:,} invalid rows (on_invalid: drop)")
     if out.train and all(out.train) and not out.problems:
         out.mixture = _mixture(data, [sum(c.valid for c in group) for group in out.train if group])
+        if not out.mixture.train:
+            out.problems.append(f"{prefix}.sources: the mixture has no training rows (the sources with a weight "
+                                f"above 0 have no valid rows)")
         _mixture_notes(out, data)
     return out
 

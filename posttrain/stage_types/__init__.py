@@ -29,4 +29,4 @@ class PlanContext(Protocol):
 def positive(where: str, settings: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """Problems of the `keys` of `settings` that are set but not positive."""
     return [f"{where}.{k}: must be a positive number, got {settings[k]}" for k in keys
-            if settings.get(k) is not None and settings[k] <= 0]
+            if settings.get(k) is not None and not settings[k] > 0]  # `not > 0`: NaN is refused too

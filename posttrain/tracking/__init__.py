@@ -55,6 +55,10 @@ class Backend(Protocol):
         """The invocation's record, with `artifacts` (plan.txt, dag.svg ...) attached.
         Raises: TrackingError."""
 
+    def settle(self, plan: Plan) -> None:
+        """End what an earlier invocation on this run_dir left open (it died, or lost the store), with
+        the status it recorded; cheap when there is nothing to end. Never raises."""
+
     def attach(self, spec: StageSpec) -> bool:
         """In a stage process: open the stage's record; whether this process logs."""
 

@@ -33,6 +33,9 @@ class NullBackend:
     def start(self, plan: Plan, artifacts: dict[str, str]) -> NullTracker:
         return NullTracker()
 
+    def settle(self, plan: Plan) -> None:
+        pass
+
     def attach(self, spec: StageSpec) -> bool:
         return False
 

@@ -11,10 +11,13 @@ warning early enough to finish a step and write a checkpoint.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 from typing import Any
 
 from posttrain import stop
+from posttrain.artifacts import StageDir
 from posttrain.spec import StageSpec
 from stages.lib.common import log
 
@@ -22,9 +25,27 @@ EXIT_CODE = stop.EXIT_CODE  # 128 + SIGTERM, as a shell reports a process ended 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+_log_file: list[str] = []  # this stage's stage.log, for output that has nobody left to read it
+
+
+def _reader_gone(fd: int = 1) -> bool:
+    """Whether `fd` is a pipe whose reading end is closed: the orchestrator that teed it to stage.log died."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     # Later signals are ignored too: torchrun forwards SIGTERM to its workers a second time.
     stop.request(signal.Signals(signum).name)
+    if _log_file and _reader_gone():  # orphaned (workflows/launchers/lifetime.py): write to stage.log directly
+        fd = os.open(_log_file[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 def _any_rank(flag: bool, device: Any) -> bool:
@@ -60,6 +81,7 @@ def save_on_signal(trainer: Any, spec: StageSpec) -> None:
                           f"the next run resumes from here")
                 raise SystemExit(EXIT_CODE)
 
+    _log_file[:] = [str(StageDir(spec.stage_dir).log_file)]
     for sig in SIGNALS:
         signal.signal(sig, _on_signal)
     trainer.add_callback(SaveAndStop())

@@ -107,9 +107,9 @@ def story(tmp_path_factory) -> dict:
     out["report_cmd"] = subprocess.run([sys.executable, "-m", "workflows.cli", "report", str(run_dir)], cwd=ROOT,
                                        env=_env(), capture_output=True, text=True, timeout=300)
     out["report_again"] = (run_dir / "report.html").read_text() if (run_dir / "report.html").exists() else ""
-    # 2. dpo fails as it builds its config (on a terminal too)
+    # 2. dpo fails at run time (a valid optimizer whose package is missing), on a terminal too
     out["failing_code"], out["failing"] = _in_pty(_command(run_dir, "stages.dpo.trainer.max_steps=4",
-                                                           "stages.dpo.trainer.lr_scheduler_type=no_such_schedule"))
+                                                           "stages.dpo.trainer.optim=adamw_bnb_8bit"))
     out["failed"] = _status(run_dir)
     out["report_failed"] = (run_dir / "report.html").read_text()
     # 3. dpo trains (a long run, off a terminal) ...
@@ -201,7 +201,7 @@ def test_a_failure_reads_cleanly_in_the_live_view(story):
     assert story["failing_code"] == 1
     plain = ANSI.sub("", story["failing"])
     failure = plain.index("==> dpo failed (exit code 1); last lines of its log:")
-    assert "no_such_schedule" in plain[failure:failure + 3000]  # its log's last lines, above the table
+    assert "bitsandbytes" in plain[failure:failure + 3000]  # its log's last lines, above the table
     last_frame = plain[plain.rindex("sft_dpo: "):plain.index("Summary:")]
     assert re.search(r"^dpo \[dpo\]\s+failed", last_frame, re.M)
     assert re.search(r"^eval \[eval\]\s+skipped", last_frame, re.M)
@@ -212,10 +212,10 @@ def test_status_names_the_failed_stages_error_and_the_skipped_eval(story):
     code, status = story["failed"]
     stages = _stages(status)
     assert code == 1 and stages["dpo"]["status"] == "failed"
-    assert "no_such_schedule" in stages["dpo"]["error"] and stages["dpo"]["detail"].startswith(stages["dpo"]["error"])
+    assert "bitsandbytes" in stages["dpo"]["error"] and stages["dpo"]["detail"].startswith(stages["dpo"]["error"])
     assert stages["eval"]["status"] == "skipped" and stages["sft"]["status"] == "cached"
     page = story["report_failed"]  # written at the end of that run too, and as true as its status
-    assert '<td class="status-failed">failed</td>' in page and "no_such_schedule" in page
+    assert '<td class="status-failed">failed</td>' in page and "bitsandbytes" in page
     assert re.findall(r'<img class="chart" alt="([^"]+)"', page) == ["sft training curves"]  # no stale eval
 
 

@@ -103,9 +103,9 @@ def test_lora_hand_off_merges_and_uses_the_disabled_adapter_as_reference(tmp_pat
 
 
 def test_a_failed_stage_skips_its_dependents_and_fails_the_command(tmp_path):
-    # a learning rate TRL accepts at plan time but that makes the optimizer refuse at run time
+    # a valid optimizer whose package (bitsandbytes) the stage lacks: it passes planning, fails at run time
     proc = run_cli("+pipeline=sft_dpo", f"run_dir={tmp_path}", "tracking=none", *fast_overrides("sft_dpo"),
-                   "stages.sft.trainer.learning_rate=-1.0")
+                   "stages.sft.trainer.optim=adamw_bnb_8bit")
     assert proc.returncode == 1
     summary = read_summary(tmp_path)
     assert summary["sft"]["status"] == "failed" and "stage.log" in summary["sft"]["reason"]

@@ -27,7 +27,9 @@ def tracked_run(tmp_path_factory):
     run_dir, db = base / "run", base / "mlflow.db"
     proc = run_cli(
         "+pipeline=sft_dpo_kto", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{db}", "tracking.register=dpo",
-        *fast_overrides("sft_dpo_kto"), "stages.kto.trainer.lr_scheduler_type=no_such_schedule",
+        *fast_overrides("sft_dpo_kto"),
+        # a valid optimizer whose package (bitsandbytes) the stage lacks: kto fails at runtime, not at plan time
+        "stages.kto.trainer.optim=adamw_bnb_8bit",
         "launcher.env.HF_TOKEN=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",  # must never reach MLflow
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # kto failed
@@ -120,7 +122,7 @@ def test_artifacts_parent_and_stages(tracked_run):
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"stage.yaml", "stage.log"} <= files, name
     log = Path(client.download_artifacts(stage["kto"].info.run_id, "stage.log", str(out / "kto"))).read_text()
-    assert "no_such_schedule" in log  # the failed stage's log says why
+    assert "bitsandbytes" in log  # the failed stage's log says why
 
 
 def test_parent_carries_a_summary_of_final_metrics(tracked_run):

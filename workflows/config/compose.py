@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,3 +50,25 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=VERSION_BASE):
         return hydra_compose(config_name=config_name, overrides=normalize_overrides(overrides or []))
+
+
+def save_hydra_record(cfg: DictConfig, run_dir: str) -> None:
+    """<run_dir>/.hydra/{config,hydra,overrides}.yaml, as Hydra would have written them before `main`.
+
+    Called once this invocation holds run_dir's lock, so a refused invocation (run_dir busy, bad
+    config) never rewrites the record of the one that ran. Best effort: a full disk is reported later,
+    by the stage that cannot write.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # called outside @hydra.main (tests, notebooks)
+        return
+    hydra = HydraConfig.get()
+    folder = Path(run_dir) / ".hydra"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, folder / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra}), folder / "hydra.yaml")
+        OmegaConf.save(hydra.overrides.task, folder / "overrides.yaml")
+    except OSError as err:
+        print(f"warning: could not write {folder} ({err.strerror})", file=sys.stderr)

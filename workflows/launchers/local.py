@@ -19,6 +19,8 @@ from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import PipelineTracker
 from workflows.launchers.env import stage_env
+from workflows.launchers.lifetime import with_parent_lifetime
+from workflows.launchers.stage_log import StageLog, disk_full
 from workflows.report.live import Console, console_for
 from workflows.state.decide import prepare_stage_dir
 from workflows.state.lock import held_fds
@@ -26,44 +28,51 @@ from workflows.state.lock import held_fds
 LOG_TAIL = 15  # lines of a failed stage's log shown on the console
 
 
-def _run_process(stage: PlannedStage, env: dict[str, str], console: Console) -> tuple[int, list[str]]:
+def _run_process(stage: PlannedStage, env: dict[str, str], console: Console, log: StageLog) -> tuple[int, list[str]]:
     """Run the stage's command, teeing its output to stage.log and the console. Returns (code, tail)."""
     tail: deque[str] = deque(maxlen=LOG_TAIL)
-    with open(stage.dir.log_file, "a") as log:
-        # pass_fds: the stage holds the run_dir lock too, even if this process is killed
-        proc = subprocess.Popen(stage.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True, pass_fds=held_fds())
-        try:
+    # pass_fds: the stage holds the run_dir lock too, even if this process is killed.
+    # with_parent_lifetime: the stage gets SIGTERM (checkpoint and stop) if this process dies.
+    proc = subprocess.Popen(with_parent_lifetime(stage.command), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
+                            pass_fds=held_fds())
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            console.stage_line(stage, line)
+        return proc.wait(), list(tail)
+    except KeyboardInterrupt:
+        # SIGTERM lets the trainer save a checkpoint and stop (stages/lib/interrupt.py); a stage that ignores
+        # it is killed. Its last lines (which checkpoint it saved) still go to stage.log and the console.
+        def last_words() -> None:
             for line in proc.stdout:
                 log.write(line)
-                tail.append(line.rstrip())
-                console.stage_line(stage, line)
-            return proc.wait(), list(tail)
-        except KeyboardInterrupt:
-            # SIGTERM lets the trainer save a checkpoint and stop (stages/lib/interrupt.py); a stage that ignores
-            # it is killed. Its last lines (which checkpoint it saved) still go to stage.log and the console.
-            def last_words() -> None:
-                for line in proc.stdout:
-                    log.write(line)
-                    console.stage_last_words(stage, line)
+                console.stage_last_words(stage, line)
 
-            os.killpg(proc.pid, signal.SIGTERM)
-            drain = threading.Thread(target=last_words, daemon=True)
-            drain.start()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            drain.join(5)
-            raise
+        os.killpg(proc.pid, signal.SIGTERM)
+        drain = threading.Thread(target=last_words, daemon=True)
+        drain.start()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        drain.join(5)
+        raise
 
 
 def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str], console: Console) -> StageResult:
-    prepare_stage_dir(stage)  # not done until it writes its manifest; stale outputs cleared unless resuming
-    stage.spec.dump(stage.dir.spec_file)
+    try:
+        prepare_stage_dir(stage)  # not done until it writes its manifest; stale outputs cleared unless resuming
+        stage.spec.dump(stage.dir.spec_file)
+    except OSError as err:  # a full or read-only disk: the stage cannot start, the pipeline goes on
+        why = f"could not write {err.filename or stage.stage_dir}: {err.strerror}"
+        console.stage_failed(stage, why, [])
+        return StageResult.of(stage, Status.FAILED, f"{why}; nothing was started", extra={"log": None})
     console.stage_started(stage)
     start = time.time()
-    code, tail = _run_process(stage, env, console)
+    with StageLog(stage.dir.log_file) as log:
+        code, tail = _run_process(stage, env, console, log)
     result = StageResult.of(stage, Status.COMPLETED, wall_seconds=round(time.time() - start, 2))
     result.extra["log"] = str(stage.dir.log_file)
     manifest = stage.dir.read_manifest()
@@ -73,6 +82,11 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str], console: Con
     elif code != 0 or manifest is None:
         result.status = Status.FAILED
         why = f"exit code {code}" if code != 0 else "exited without writing its manifest"
+        if disk_full(stage.stage_dir, log, tail):
+            why += (f"; no space left on device (ENOSPC) where {stage.stage_dir} is: free space and run the "
+                    f"same command again, the stage resumes from its last complete checkpoint")
+        if log.error is not None:
+            why += f"; stage.log is incomplete ({log.error.strerror})"
         result.reason = f"{why}; see {result.extra['log']}"
         console.stage_failed(stage, why, tail)
     else:

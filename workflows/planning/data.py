@@ -16,6 +16,7 @@ from pathlib import Path
 
 from posttrain.data import check as check_module
 from posttrain.data import files as files_module
+from posttrain.data import strict as strict_module
 from posttrain.data import formats as formats_module
 from posttrain.data import tokens as tokens_module
 from posttrain.data.check import Settings, SourceCheck, check_source, display_path
@@ -35,7 +36,7 @@ PLAN_LENGTH_SAMPLE = 10_000  # rows per source whose tokens the planner counts (
 def _code_version() -> str:
     """What the cached checks depend on: the checking code itself."""
     digest = hashlib.sha256()
-    for module in (check_module, formats_module, files_module, tokens_module):
+    for module in (check_module, formats_module, files_module, strict_module, tokens_module):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from posttrain.artifacts import OUTPUT_DIRS, STAGE_YAML
 from posttrain.pipeline import Plan, PlannedStage
-from posttrain.refs import CHECKPOINT, HUB_ID, HUB_PREFIX, looks_like_path, model_label
+from posttrain.refs import CHECKPOINT, HUB_ID, HUB_PREFIX, looks_like_path, model_label, names_data_file
 from posttrain.registry import STAGE_TYPES, StageType
 from posttrain.spec import DataSpec, ModelRef, Resources, Source, StageSpec, TrackingSpec
+from posttrain.names import quoted
 from posttrain.suggest import did_you_mean
 from posttrain.tracking import BACKENDS
 from workflows.launchers import launch_problems, launcher_for
@@ -25,9 +26,10 @@ from workflows.planning.dag import find_cycle, order
 from workflows.planning.data import check_pipeline_data
 from workflows.planning.errors import PlanError
 from workflows.planning.gates import plan_gate
+from workflows.planning.models import chat_template_problems, hub_model_problems, model_problems, tokenizer_problems
+from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
-
-_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+from workflows.planning.values import value_problems
 
 
 def absolute(path: str) -> str:
@@ -66,14 +68,18 @@ class Planner:
                                 tokenizer=model_cfg.get("tokenizer") if given else None,
                                 revision=model_cfg.get("revision"), label=model_label(ref))
             return ModelRef(ref, self.output_dir(ref, "model"), ref, label=model_label(ref))
+        where = f"stages.{stage}.{key}"
         if ref.startswith(HUB_PREFIX):
+            self.problems.extend(hub_model_problems(where, ref.removeprefix(HUB_PREFIX), None))
             return ModelRef(ref, ref.removeprefix(HUB_PREFIX), label=model_label(ref))
         if looks_like_path(ref) or HUB_ID.match(ref):
             if Path(ref).expanduser().exists():
+                self.problems.extend(model_problems(where, ref, needs_tokenizer=key != "reference"))
                 return ModelRef(ref, absolute(ref), label=model_label(ref))
             if looks_like_path(ref):
-                self.problem(f"stages.{stage}.{key}: no such model directory '{ref}'")
+                self.problem(f"{where}: no such model directory {quoted(ref)}")
                 return None
+            self.problems.extend(hub_model_problems(where, ref, None))
             return ModelRef(ref, ref, label=model_label(ref))  # a hub id, loaded by the stage
         options = sorted([*self.stages, CHECKPOINT])
         self.problem(f"stage '{stage}' needs '{ref}' ({key}), which the pipeline does not define "
@@ -129,7 +135,7 @@ class Planner:
                     self.problem(f"{where}: give a `path` (file, folder or hub dataset id) or a `stage`")
                 elif Path(source.path).expanduser().exists():
                     source.path = absolute(source.path)
-                elif not HUB_ID.match(source.path) or Path(source.path).suffix in _DATA_SUFFIXES:
+                elif not HUB_ID.match(source.path) or names_data_file(source.path):
                     self.problem(f"{where}.path: no such file or folder '{source.path}'")
                 groups[group].append(source)
         if not groups["sources"]:
@@ -194,7 +200,8 @@ class Planner:
             spec.reference = spec.policy if ref is None else self.model(name, "reference", ref)
         spec.data = self._data(name, stage, stage_type)
         if stage_type.trl_config:
-            self.problems.extend(trainer_problems(name, stage_type.trl_config, spec.trainer))
+            evaluates = bool(spec.data and (spec.data.eval_sources or spec.data.eval_fraction))
+            self.problems.extend(trainer_problems(name, stage_type.trl_config, spec.trainer, evaluates))
         spec.gate, problems = plan_gate(name, stage.get("gate"), self.stages, self.run_dir)
         self.problems.extend(problems)
         if spec.gate:
@@ -203,6 +210,20 @@ class Planner:
             for key, value in stage_type.plan(self, name, stage).items():
                 setattr(spec, key, value)
         return spec
+
+    def _model_group(self, needs_checkpoint: bool) -> None:
+        """The `model` group: the starting model and tokenizer (when a stage starts from `checkpoint`),
+        and the chat template every stage uses."""
+        model = self.config["model"]
+        given, tokenizer, revision = model.get("name_or_path"), model.get("tokenizer"), model.get("revision")
+        if needs_checkpoint and given:
+            self.problems.extend(model_problems("model.name_or_path", given, revision, needs_tokenizer=not tokenizer))
+        if needs_checkpoint and tokenizer:
+            self.problems.extend(tokenizer_problems("model.tokenizer", tokenizer, revision))
+        if model.get("chat_template") and (found := chat_template_problems("model.chat_template",
+                                                                             model["chat_template"])):
+            self.problems.extend(found)
+            model["chat_template"] = None  # the data checks go on without it; the plan fails anyway
 
     def checkpoint_spec(self) -> StageSpec:
         model = dict(self.config["model"])
@@ -248,6 +269,11 @@ class Planner:
 
     def build(self) -> Plan:
         specs: dict[str, StageSpec] = {}
+        self.problems.extend(name_problems(self.config) + run_dir_problems(self.run_dir, str(self.config["run_dir"])))
+        self.problems.extend(value_problems(self.config))  # posttrain's own keys against their domains
+        refs = [str(s.get(k)) for s in self.stages.values() for k in ("policy", "reference")] + [
+            str(m) for s in self.stages.values() for m in s.get("models") or []]
+        self._model_group(needs_checkpoint=CHECKPOINT in refs)
         for name, stage in self.stages.items():
             self.edges[name] = []
             if name == CHECKPOINT:

@@ -19,7 +19,8 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def render_summary(results: list[StageResult], summary_path: str) -> str:
+def render_summary(results: list[StageResult], summary_path: str, unwritten: str | None = None) -> str:
+    """The table printed at the end; `unwritten`: why summary.json could not be written."""
     keys = [k for k in HEADLINE_METRICS if any(k in r.metrics for r in results)]
     rows = [["stage", "type", "status", "seconds", *keys]]
     for r in results:
@@ -34,7 +35,8 @@ def render_summary(results: list[StageResult], summary_path: str) -> str:
         if r.metrics.get("data/dropped_rows"):  # on_invalid: drop (posttrain/data/prepare.py)
             out.append(f"  {r.name}: dropped {r.metrics['data/dropped_rows']:.0f} invalid data rows (see its stage.log)")
     out.extend(_tables(results))  # each eval stage's models side by side
-    out.append(f"Written to {summary_path}")
+    out.append(f"Written to {summary_path}" if unwritten is None else
+               f"Not written to {summary_path} ({unwritten}): the table above is the summary")
     return "\n".join(out)
 
 
@@ -49,8 +51,13 @@ def _tables(results: list[StageResult]) -> list[str]:
     return out
 
 
+def summary_path(plan: Plan) -> str:
+    return os.path.join(plan.run_dir, SUMMARY)
+
+
 def write_summary(plan: Plan, results: list[StageResult]) -> str:
-    path = os.path.join(plan.run_dir, SUMMARY)
+    """Raises: OSError (a full disk); the previous summary.json is then left whole."""
+    path = summary_path(plan)
     write_json(path, {"pipeline": plan.name, "run_dir": plan.run_dir, "finished_at": time.time(),
                       "stages": [r.to_dict() for r in results]})
     return path

@@ -2,18 +2,24 @@
 metrics), a nested run per stage (its stage.yaml, lineage tags, logs, training curves). What lands
 where is in README.md ("Tracking with MLflow"); metric keys are keys.py's. mlflow is imported only
 when a tracked pipeline starts; a tracking failure after the start is reported and training goes on.
+Every call is bounded in time (bounds.py); a store that stops answering is dropped for the rest of
+the invocation, and the runs it could not end are ended by the next invocation that reaches it
+(settle.py).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from posttrain.pipeline import Plan
 from posttrain.spec import StageSpec, TrackingSpec
 from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow import stage
-from posttrain.tracking.mlflow.pipeline import MlflowTracker, run_link
+from posttrain.tracking.mlflow.bounds import bound_requests
+from posttrain.tracking.mlflow.pipeline import MlflowTracker
 from posttrain.tracking.mlflow.preflight import preflight
+from posttrain.tracking.mlflow.settle import run_link, settle_open_runs, unsettled
 
 
 class MlflowBackend:
@@ -32,6 +38,21 @@ class MlflowBackend:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TrackingError(f"could not start MLflow tracking at {plan.tracking.uri}: {first}. "
                                 f"Fix tracking.uri or run with tracking=none. No stage was started.") from None
+
+    def settle(self, plan: Plan) -> None:
+        """Runs of this run_dir an earlier invocation left RUNNING (posttrain/tracking/mlflow/settle.py):
+        ended now, if the store answers. Reads only local records unless there is one to end."""
+        uri = str(plan.tracking.uri)
+        if not unsettled(plan, uri):
+            return
+        try:
+            bound_requests()
+            preflight(uri)
+            from mlflow.tracking import MlflowClient
+        except TrackingError:
+            print(f"tracking: runs an earlier invocation left open stay so: {uri} is not reachable", file=sys.stderr)
+            return
+        settle_open_runs(MlflowClient(tracking_uri=uri), plan, uri)
 
     def attach(self, spec: StageSpec) -> bool:
         return stage.attach(spec) is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import shlex
 import sys
@@ -19,12 +18,16 @@ from posttrain.jsonio import read_json, write_json
 from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import Pictures
+from posttrain.tracking import TrackingError
 from posttrain.tracking.lineage import data_identities, git_commit, posttrain_version
+from posttrain.tracking.mlflow.bounds import bound_requests
 from posttrain.tracking.mlflow.keys import by_metric, eval_beside_training, per_model, split_constants
+from posttrain.tracking.mlflow.preflight import preflight
+from posttrain.tracking.mlflow.settle import RUN_FILE, settle_open_runs, update_record
+from posttrain.tracking.mlflow.registry import register_model
 from posttrain.tracking.mlflow.store import Store, metric_items
 from posttrain.tracking.redact import loggable_params, mlflow_name, redact
 
-RUN_FILE = "mlflow_run.json"  # in each stage dir: the run that attempt logged into
 # A stage result's status -> its run's final status; other statuses (`submitted` to a scheduler) leave
 # the run open for the stage process to end. `gated`: stopped by its promotion gate, not a crash.
 RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.FAILED: "FAILED", Status.INTERRUPTED: "KILLED",
@@ -40,6 +43,7 @@ class MlflowTracker:
         self.plan = plan
         self.tracking = plan.tracking
         self.uri = str(self.tracking.uri)
+        bound_requests()  # every HTTP call bounded in time (posttrain/tracking/mlflow/bounds.py)
         self.store = Store(self.uri)
         self.client = self.store.client
         self.commit = git_commit()
@@ -48,10 +52,15 @@ class MlflowTracker:
         self.produced_by: dict[str, str] = {}  # stage -> the run that built its outputs
         self.statuses: dict[str, Status] = {}
         self.closed = False
+        self.lost: str | None = None  # why the store stopped answering; then nothing more is sent
+        settle_open_runs(self.client, plan, self.uri)
         name = f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tags = {**self._common_tags(), "posttrain.role": "pipeline", "posttrain.command": _command(),
                 "mlflow.note.content": self._parent_note()}
         self.parent_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self.parent_record = os.path.join(plan.run_dir, RUN_FILE)
+        update_record(self.parent_record, run_id=self.parent_id, tracking_uri=self.uri,
+                      experiment_id=self.experiment_id, role="pipeline", status="RUNNING", synced=False)
         where = (f"{self.uri}/{self._run_link(self.parent_id)}" if self.uri.startswith("http")
                  else f"view it with `mlflow ui --backend-store-uri {self.uri}`")
         print(f"tracking: MLflow run {name} in experiment '{self.tracking.experiment}'; {redact(where)}", flush=True)
@@ -87,8 +96,22 @@ class MlflowTracker:
         return f"#/experiments/{self.experiment_id}/runs/{run_id}"
 
     def _warn(self, what: str, err: BaseException) -> None:
-        print(f"tracking: could not {what} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-              f"training goes on", file=sys.stderr, flush=True)
+        """Report a failed call; when the store no longer answers at all, stop calling it."""
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"tracking: could not {what} ({type(err).__name__}: {first[:300]}); training goes on",
+              file=sys.stderr, flush=True)
+        if self.lost is None and not self._reachable():
+            self.lost = f"{type(err).__name__}: {first[:200]}"
+            print(f"tracking: LOST the MLflow store at {redact(self.uri)}; the pipeline goes on without tracking. "
+                  f"What each run should say is kept in {RUN_FILE} in run_dir and the stage folders; the next "
+                  f"run that reaches the store ends the runs left RUNNING there.", file=sys.stderr, flush=True)
+
+    def _reachable(self) -> bool:
+        try:
+            preflight(self.uri)
+        except TrackingError:
+            return False
+        return True
 
     def _stage_tags(self, stage: PlannedStage) -> dict[str, Any]:
         spec = stage.spec
@@ -159,6 +182,8 @@ class MlflowTracker:
 
     def stage_env(self, stage: PlannedStage) -> dict[str, str]:
         """Create (or reopen) the stage's run; the returned env makes the stage process log into it."""
+        if self.lost:
+            return {"POSTTRAIN_TRACKING": "off"}
         try:
             run_id = self._resumable(stage)
             tags = self._stage_tags(stage)
@@ -174,12 +199,13 @@ class MlflowTracker:
                 tags["posttrain.previous_attempt_run_id"] = earlier
                 spec = {k: v for k, v in stage.spec.to_dict().items() if k not in UNLOGGED_SPEC_KEYS}
                 self.store.params(run_id, loggable_params(spec, prefix="stage"))
-                self._log_datasets(run_id, stage)
+                self.store.datasets(run_id, data_identities(stage.spec))
             tags["mlflow.note.content"] = self._stage_note(stage)
             self.store.tags(run_id, tags)
             write_json(stage.dir / RUN_FILE, {
                 "run_id": run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id,
                 "parent_run_id": self.parent_id, "fingerprint": stage.spec.fingerprint, "status": "RUNNING",
+                "synced": False,
             })
         except Exception as err:  # noqa: BLE001 - tracking must never stop training
             self._warn(f"create the MLflow run of stage '{stage.name}'", err)
@@ -187,27 +213,16 @@ class MlflowTracker:
         self.running[stage.name] = run_id
         self.produced_by[stage.name] = run_id
         return {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": self.uri,
-                "MLFLOW_EXPERIMENT_NAME": str(self.tracking.experiment)}
-
-    def _log_datasets(self, run_id: str, stage: PlannedStage) -> None:
-        """Datasets as MLflow inputs, so the runs table's Dataset column names what each stage read."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        inputs = []
-        for entry in data_identities(stage.spec):
-            digest = entry["digest"].split(":", 1)[-1][:16] if ":" in entry["digest"] else entry["digest"][:16]
-            name = os.path.basename(entry["path"].rstrip("/")) or entry["path"]
-            source = json.dumps({"uri": entry["path"], "identity": entry["digest"]})
-            dataset = Dataset(name=name[:500], digest=digest, source_type="local" if entry["path"].startswith("/")
-                              else "hub", source=source)
-            context = "train" if entry["group"] == "sources" else "eval"
-            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
-        if inputs:
-            self.client.log_inputs(run_id, datasets=inputs)
+                "MLFLOW_EXPERIMENT_NAME": str(self.tracking.experiment)}  # the HTTP bounds: in os.environ
 
     def stage_end(self, stage: PlannedStage, result: StageResult) -> None:
         """Artifacts, final metrics and the true status of the stage's run; its summary on the parent."""
         self.statuses[stage.name] = result.status
+        if self.lost:
+            run_id = self.running.pop(stage.name, None)
+            if run_id and RUN_STATUS.get(result.status):
+                update_record(stage.dir / RUN_FILE, status=RUN_STATUS[result.status], synced=False)
+            return
         try:
             self.store.tags(self.parent_id, {f"posttrain.status.{stage.name}": result.status.value})
             if result.status == Status.CACHED:
@@ -223,6 +238,8 @@ class MlflowTracker:
                 self.store.metrics(self.parent_id, {mlflow_name(f"{stage.name}.wall_seconds"): result.wall_seconds})
         except Exception as err:  # noqa: BLE001
             self._warn(f"log the end of stage '{stage.name}'", err)
+            if RUN_STATUS.get(result.status):  # the store did not take the end: keep it for the next run
+                update_record(stage.dir / RUN_FILE, status=RUN_STATUS[result.status], synced=False)
 
     def _end_stage_run(self, stage: PlannedStage, result: StageResult, run_id: str) -> None:
         folder = stage.dir
@@ -247,13 +264,12 @@ class MlflowTracker:
         self._model_runs(stage, run_id, per_model(numbers, models), manifest.get("models") or {})
         self.store.tags(run_id, {"posttrain.status": result.status.value, "posttrain.reason": result.reason or None})
         if self.tracking.register == stage.name and result.status == Status.COMPLETED:
-            self._register(stage, run_id)
+            register_model(self.store, self.plan.name, stage, run_id, self.tracking.registered_model)
         status = RUN_STATUS.get(result.status)
         if status:  # any other status (a job queued on a scheduler): the stage ends its run itself
             self.client.set_terminated(run_id, status)
-        record = read_json(folder / RUN_FILE) or {}
-        record.update(status=status or result.status.value, manifest_finished_at=manifest.get("finished_at"))
-        write_json(folder / RUN_FILE, record)
+        update_record(folder / RUN_FILE, status=status or result.status.value, synced=True,
+                      manifest_finished_at=manifest.get("finished_at"))
 
     def _model_runs(self, stage: PlannedStage, run_id: str, results: dict[str, dict[str, float]],
                     paths: dict[str, str]) -> None:
@@ -285,36 +301,15 @@ class MlflowTracker:
         if numbers:
             self.store.metrics(run_id, metric_items("", eval_beside_training(numbers)))
         if self.tracking.register == stage.name:
-            self._register(stage, run_id)
+            register_model(self.store, self.plan.name, stage, run_id, self.tracking.registered_model)
         self.client.set_terminated(run_id, "FINISHED")
         self.produced_by[stage.name] = source or run_id
-
-    def _register(self, stage: PlannedStage, run_id: str) -> None:
-        """Log the stage's model dir under `model/` of its run and register it as a new model version."""
-        from mlflow.exceptions import MlflowException
-
-        model_dir = stage.spec.model_dir
-        if not os.path.isdir(model_dir):
-            print(f"tracking: tracking.register={stage.name}: no model dir at {model_dir}; nothing registered",
-                  file=sys.stderr)
-            return
-        self.client.log_artifacts(run_id, model_dir, "model")
-        name = self.tracking.registered_model or f"{self.plan.name}-{stage.name}"
-        with contextlib.suppress(MlflowException):  # already registered
-            self.client.create_registered_model(name, description=f"posttrain pipeline {self.plan.name}, "
-                                                                  f"stage {stage.name}")
-        version = self.client.create_model_version(
-            name, f"runs:/{run_id}/model", run_id=run_id,
-            tags={"posttrain.stage": stage.name, "posttrain.pipeline": self.plan.name,
-                  "posttrain.output_dir": model_dir},
-            description=f"{stage.type} stage '{stage.name}' of {self.plan.name} ({model_dir})",
-        )
-        self.store.tags(run_id, {"posttrain.registered_model": f"{name}/{version.version}"})
-        print(f"tracking: registered {model_dir} as model '{name}' version {version.version}", flush=True)
 
     # ------------------------------------------------------------------ the end
 
     def log_summary(self, path: str) -> None:
+        if self.lost:
+            return
         try:
             self.client.log_artifact(self.parent_id, path)
         except Exception as err:  # noqa: BLE001
@@ -326,21 +321,27 @@ class MlflowTracker:
         if self.closed:
             return
         self.closed = True
+        final = status or self._pipeline_status()
+        for name in self.running if status else ():  # aborted while these stages ran
+            self.statuses[name] = Status.INTERRUPTED
+            update_record(self.plan.stage(name).dir / RUN_FILE, status=status, synced=False)
+        update_record(self.parent_record, status=final or "pending", synced=final is None)
+        if self.lost:
+            print("tracking: this invocation's MLflow runs stay RUNNING until the next run that reaches the store",
+                  file=sys.stderr, flush=True)
+            return
         try:
-            for name, run_id in list(self.running.items()):
-                if status:  # aborted while this stage ran
-                    self.client.set_terminated(run_id, status)
-                    self.store.tags(run_id, {"posttrain.status": Status.INTERRUPTED.value})
-                    self.store.tags(self.parent_id, {f"posttrain.status.{name}": Status.INTERRUPTED.value})
-                    self.statuses[name] = Status.INTERRUPTED
-                    record_path = self.plan.stage(name).dir / RUN_FILE
-                    write_json(record_path, {**(read_json(record_path) or {}), "status": status})
+            for name, run_id in list(self.running.items()) if status else ():
+                self.client.set_terminated(run_id, status)
+                self.store.tags(run_id, {"posttrain.status": Status.INTERRUPTED.value})
+                self.store.tags(self.parent_id, {f"posttrain.status.{name}": Status.INTERRUPTED.value})
+                update_record(self.plan.stage(name).dir / RUN_FILE, synced=True)
             self.running.clear()
             if pictures:
                 self.store.texts(self.parent_id, pictures({k: v.value for k, v in self.statuses.items()}))
-            final = status or self._pipeline_status()
             if final:
                 self.client.set_terminated(self.parent_id, final)
+                update_record(self.parent_record, synced=True)
         except Exception as err:  # noqa: BLE001
             self._warn("end the pipeline's MLflow run", err)
 
@@ -354,17 +355,6 @@ class MlflowTracker:
         if values <= DONE:
             return "FINISHED"
         return "FAILED"  # failed, skipped, gated: the pipeline did not deliver every stage
-
-
-def run_link(stage_dir: str) -> str | None:
-    """The stage's latest run (<stage_dir>/mlflow_run.json): its page on a tracking server, else its id and store."""
-    record = read_json(os.path.join(stage_dir, RUN_FILE)) or {}
-    run_id, uri = record.get("run_id"), str(record.get("tracking_uri") or "")
-    if not run_id:
-        return None
-    if uri.startswith("http"):
-        return redact(f"{uri.rstrip('/')}/#/experiments/{record.get('experiment_id')}/runs/{run_id}")
-    return redact(f"run {run_id} in {uri} (mlflow ui --backend-store-uri {uri})")
 
 
 def _command() -> str:

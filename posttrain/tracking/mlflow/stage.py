@@ -23,7 +23,10 @@ from typing import Any
 from posttrain import stop
 from posttrain.artifacts import MANIFEST
 from posttrain.spec import StageSpec
+from posttrain.tracking import TrackingError
+from posttrain.tracking.mlflow.bounds import bound_requests, exit_deadline
 from posttrain.tracking.mlflow.keys import eval_beside_training
+from posttrain.tracking.mlflow.preflight import preflight
 
 _run: dict[str, Any] = {}  # the run this process opened: {"id", "stage_dir"}
 
@@ -63,6 +66,7 @@ def attach(spec: StageSpec) -> str | None:
 def _start(spec: StageSpec) -> str:
     os.environ.setdefault("MLFLOW_TRACKING_URI", str(spec.tracking.uri))
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", str(spec.tracking.experiment))
+    bound_requests()  # a dead server costs seconds per call, not minutes (bounds.py)
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -76,7 +80,23 @@ def _start(spec: StageSpec) -> str:
     _run.update(id=run.info.run_id, stage_dir=spec.stage_dir)
     # atexit runs last-registered first: this ends the run before mlflow's own handler (FINISHED).
     atexit.register(_end_run)
+    exit_deadline(f"[{spec.name}]", _exit_code, lambda: _reachable(os.environ["MLFLOW_TRACKING_URI"]))
     return run.info.run_id
+
+
+def _reachable(uri: str) -> bool:
+    try:
+        preflight(uri)
+    except TrackingError:
+        return False
+    return True
+
+
+def _exit_code() -> int:
+    """The code this stage exits with: 0 when it wrote its manifest, 143 when stopped on a signal, else 1."""
+    if (Path(_run["stage_dir"]) / MANIFEST).is_file():
+        return 0
+    return stop.EXIT_CODE if stop.requested() else 1
 
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,3 +80,20 @@ class Store:
             for name, text in files.items():
                 Path(tmp, name).write_text(text)
             self.client.log_artifacts(run_id, tmp)
+
+    def datasets(self, run_id: str, identities: list[dict[str, str]]) -> None:
+        """Data sources as MLflow dataset inputs, so the runs table's Dataset column names what a stage
+        read (`identities`: posttrain.tracking.lineage.data_identities)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for entry in identities:
+            digest = entry["digest"].split(":", 1)[-1][:16] if ":" in entry["digest"] else entry["digest"][:16]
+            name = os.path.basename(entry["path"].rstrip("/")) or entry["path"]
+            source = json.dumps({"uri": entry["path"], "identity": entry["digest"]})
+            dataset = Dataset(name=name[:500], digest=digest, source_type="local" if entry["path"].startswith("/")
+                              else "hub", source=source)
+            context = "train" if entry["group"] == "sources" else "eval"
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)

@@ -154,12 +154,13 @@ def test_long_rows_are_counted_and_the_truncation_explained():
     assert "KTOTrainer truncates prompt+completion to the first 18 tokens" in kto
 
 
-def test_hub_sources_and_hub_tokenizers_are_named_not_guessed():
+def test_hub_sources_and_hub_tokenizers_are_named_not_guessed(monkeypatch):
     plan = build_plan(compose(["+pipeline=sft_dpo", "stages.dpo.data.sources.0.path=someorg/some-prefs",
                                "stages.dpo.data.eval_sources=[]"]))
     [note] = plan.stage("dpo").notes
     assert "hub dataset 'someorg/some-prefs' is not readable at plan time; dpo checks it before training" in note
     assert "pin `revision`" in note
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online, an uncached hub model is the stage's to download
     plan = build_plan(compose(["+pipeline=sft_dpo", "model=hf", "model.name_or_path=someorg/some-model"]))
     assert "length check skipped: tokenizer 'someorg/some-model' is not a local folder" in plan.stage("sft").notes[0]
 

@@ -29,9 +29,8 @@ def _strings(value: Any, where: str):
 def script_text_problems(cfg: dict[str, Any], stages: dict[str, Any]) -> list[str]:
     """Values that end up in a job script must be one line: a line break could start a command."""
     problems = []
-    values = [("name", cfg["name"]), ("run_dir", cfg["run_dir"]), *_strings(cfg["launcher"], "launcher")]
-    values += [(f"stages.{name}", name) for name in stages]
-    for where, value in values:
+    # The pipeline's name, stage names and run_dir are checked for every launcher (workflows/planning/places.py).
+    for where, value in _strings(cfg["launcher"], "launcher"):
         if "\n" in value or "\r" in value or "\0" in value:
             problems.append(f"{where}: contains a line break or NUL, which a job script cannot hold safely; "
                             f"write it on one line")

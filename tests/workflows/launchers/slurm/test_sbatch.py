@@ -24,7 +24,7 @@ from workflows.planning import build_plan
 
 GOLDEN = ROOT / "tests" / "golden"
 REGEN = os.environ.get("POSTTRAIN_REGEN_GOLDEN") == "1"
-HOSTILE_NAME = "x; rm -rf ~"
+HOSTILE_NAME = "x; rm -rf ~"  # refused as a pipeline name (posttrain/names.py); still a value below
 
 CLUSTER = ["launcher=slurm", "tracking=none", "launcher.python=/opt/venv/bin/python",
            "launcher.partition=gpu", "launcher.account=llm-team", "launcher.qos=high", "launcher.time=04:00:00",
@@ -63,8 +63,8 @@ CASES: dict[str, tuple[list[str], dict[str, Any], str]] = {
                           "run_dir=/runs/sft_dpo", "stages.sft.resources.runner=srun",
                           "stages.sft.resources.processes_per_node=2"], {}, "sft"),
     "hostile_values": (["launcher=slurm", "launcher.python=/opt/venv/bin/python", "tracking=none"], {
-        "name": HOSTILE_NAME, "run_dir": "/runs/x; rm -rf ~/$(id) `id` 'q' \"q\"",
-        "launcher.partition": "gpu$(reboot)", "launcher.job_name_prefix": 'it\'s "q" \\ $HOME',
+        "name": "x-rm-rf", "run_dir": "/runs/x; rm -rf ~/$(id) `id` 'q' \"q\"",
+        "launcher.partition": "gpu$(reboot)", "launcher.job_name_prefix": f'it\'s "q" \\ $HOME {HOSTILE_NAME}',
         "launcher.env": {"WANDB_MODE": "$(touch /tmp/pwned) 'q'"}, "launcher.extra_sbatch": ["--comment=a; b"],
     }, "dpo"),
     "apptainer_8_gpus": ([*CLUSTER, "run_dir=/runs/sft_dpo", "stages.dpo.resources.gpus_per_node=8",
@@ -141,7 +141,7 @@ def test_hostile_values_reach_sbatch_as_they_are():
         if line.startswith("#SBATCH "):
             key, _, value = sbatch_words(line[len("#SBATCH "):])[0].partition("=")
             options[key] = value
-    assert options["--job-name"] == f'it\'s "q" \\ $HOME-{HOSTILE_NAME}-dpo'
+    assert options["--job-name"] == f'it\'s "q" \\ $HOME {HOSTILE_NAME}-x-rm-rf-dpo'
     assert options["--partition"] == "gpu$(reboot)"
     assert options["--output"] == edits["run_dir"] + "/dpo/stage.log"
     assert options["--comment"] == "a; b"
