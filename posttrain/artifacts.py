@@ -5,6 +5,7 @@
       stage.log         everything the process printed, appended across attempts
       fingerprint.json  the fingerprint of the latest attempt and what it was computed from
       checkpoints/      the Trainer's checkpoint-N folders, for resuming
+      ranks/            rank-<r>.json: where each process of the latest attempt ran (stages/lib/ranks.py)
       model/ adapter/ dataset/ results/   the outputs (which ones depends on the stage type)
       manifest.json     written last and atomically: a folder without it is not done
       gated.json        the verdict of a gate that refused to start the stage
@@ -24,12 +25,13 @@ STAGE_LOG = "stage.log"
 FINGERPRINT_FILE = "fingerprint.json"
 CHECKPOINTS = "checkpoints"
 MODEL, ADAPTER, DATASET, RESULTS = "model", "adapter", "dataset", "results"
+RANKS = "ranks"
 MANIFEST = "manifest.json"
 GATED_FILE = "gated.json"
 SUMMARY = "summary.json"  # in the run_dir: one entry per stage of the latest invocation
 TABLE_FILE = "table.txt"  # <stage>/results/table.txt: the models a stage measured, side by side
 # What a stage writes in its folder; cleared before a run that does not resume (stage.log is kept).
-STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET)
+STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET, RANKS)
 OUTPUT_DIRS = {"model": MODEL, "dataset": DATASET, "metrics": RESULTS}  # a stage type's `output` -> its folder
 
 

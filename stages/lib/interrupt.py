@@ -11,7 +11,6 @@ warning early enough to finish a step and write a checkpoint.
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from posttrain import stop
@@ -19,12 +18,6 @@ from posttrain.spec import StageSpec
 from stages.lib.common import log
 
 EXIT_CODE = stop.EXIT_CODE  # 128 + SIGTERM, as a shell reports a process ended by it
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    # Later signals are ignored too: torchrun forwards SIGTERM to its workers a second time.
-    stop.request(signal.Signals(signum).name)
 
 
 def _any_rank(flag: bool, device: Any) -> bool:
@@ -55,11 +48,13 @@ def save_on_signal(trainer: Any, spec: StageSpec) -> None:
 
         def on_save(self, args, state, control, **kwargs):
             if self.stopping:
+                # No rank exits before every rank has written its part of the checkpoint: the first
+                # process to exit makes srun (--kill-on-bad-exit) and torchrun kill the others.
+                trainer.accelerator.wait_for_everyone()
                 why = stop.requested()[0] if stop.requested() else "a signal on another rank"
                 log(spec, f"{why}: saved checkpoint-{state.global_step}; exiting with {EXIT_CODE}, "
                           f"the next run resumes from here")
                 raise SystemExit(EXIT_CODE)
 
-    for sig in SIGNALS:
-        signal.signal(sig, _on_signal)
+    stop.record_signals()  # until now (load_spec) a signal ended the process at once: nothing to save yet
     trainer.add_callback(SaveAndStop())
