@@ -24,6 +24,7 @@ STAGE_YAML = "stage.yaml"
 STAGE_LOG = "stage.log"
 FINGERPRINT_FILE = "fingerprint.json"
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # in checkpoint-N/: the Trainer writes it last
 MODEL, ADAPTER, DATASET, RESULTS = "model", "adapter", "dataset", "results"
 RANKS = "ranks"
 MANIFEST = "manifest.json"
@@ -111,7 +112,7 @@ class StageDir:
         out = []
         for path in self.checkpoints.glob("checkpoint-*") if self.checkpoints.is_dir() else []:
             step = path.name.removeprefix("checkpoint-")
-            state = read_json(path / "trainer_state.json")
+            state = read_json(path / TRAINER_STATE)
             if step.isdigit() and state is not None and "global_step" in state:
                 out.append((int(step), path))
         return sorted(out)
