@@ -24,7 +24,10 @@ STAGE_YAML = "stage.yaml"
 STAGE_LOG = "stage.log"
 FINGERPRINT_FILE = "fingerprint.json"
 CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"  # in checkpoint-N/: the Trainer writes it last
+TRAINER_STATE = "trainer_state.json"  # in checkpoint-N/: the Trainer writes it last (rank 0)
+# In checkpoint-N/ of a multi-process stage: rank 0 writes it once every rank has saved its part
+# (rng_state_<rank>.pth, ZeRO's optimizer shards): trainer_state.json does not wait for them.
+RANKS_SAVED = "ranks_saved.json"
 MODEL, ADAPTER, DATASET, RESULTS = "model", "adapter", "dataset", "results"
 RANKS = "ranks"
 MANIFEST = "manifest.json"
@@ -108,11 +111,16 @@ class StageDir:
 
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
         """(step, folder) of every checkpoint whose trainer_state.json (the Trainer writes it last)
-        is whole, oldest first. A folder cut short by a kill has none, or a truncated one."""
+        is whole, oldest first. A folder cut short by a kill has none, or a truncated one. A checkpoint
+        of several processes (rng_state_0.pth) also needs RANKS_SAVED: rank 0 writes trainer_state.json
+        without waiting for the other ranks' files."""
         out = []
         for path in self.checkpoints.glob("checkpoint-*") if self.checkpoints.is_dir() else []:
             step = path.name.removeprefix("checkpoint-")
             state = read_json(path / TRAINER_STATE)
-            if step.isdigit() and state is not None and "global_step" in state:
-                out.append((int(step), path))
+            if not step.isdigit() or state is None or "global_step" not in state:
+                continue
+            if (path / "rng_state_0.pth").exists() and read_json(path / RANKS_SAVED) is None:
+                continue
+            out.append((int(step), path))
         return sorted(out)

@@ -1,4 +1,5 @@
-"""Where each process of a stage ran, and what weights it ended with: `<stage_dir>/ranks/rank-<r>.json`.
+"""What each process of a stage did: where it ran and what weights it ended with
+(`<stage_dir>/ranks/rank-<r>.json`), and that it saved its part of a checkpoint.
 
 Every rank writes its own record when training begins (rank, world size and backend of the process
 group it joined, host, the scheduler's node name, pid) and completes it when training ends. With
@@ -7,6 +8,11 @@ holds the digest of that rank's final weights (stages.lib.models.model_digest): 
 parallelism every replica must end identical, so differing digests mean gradients were not
 all-reduced (like Megatron's check of parameter hashes across data-parallel replicas). Off by
 default: hashing reads every weight once more, seconds per billion parameters.
+
+A checkpoint of several processes counts as complete (posttrain/artifacts.py) once rank 0 wrote
+`checkpoint-N/ranks_saved.json`, after every rank saved its files: the Trainer's own last file,
+trainer_state.json, is written by rank 0 without waiting, so a rank killed in that window would
+leave a checkpoint that looks complete and cannot be resumed.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from posttrain.artifacts import RANKS
+from posttrain.artifacts import RANKS, RANKS_SAVED
 from posttrain.jsonio import read_json, write_json
 from posttrain.spec import StageSpec
 from stages.lib.models import model_digest
@@ -87,3 +93,20 @@ def record_ranks(trainer: Any, spec: StageSpec) -> None:
             write_json(record_path(spec.stage_dir, self.record.rank), asdict(self.record))
 
     trainer.add_callback(RecordRank())
+
+
+def mark_saved_checkpoints(trainer: Any) -> None:
+    """Add the callback that marks each checkpoint complete once every rank has saved its part.
+    Add it before any callback that may end the process on a save (stages/lib/interrupt.py)."""
+    from transformers import TrainerCallback
+
+    class MarkSaved(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if args.world_size <= 1:
+                return  # one process: trainer_state.json, written last, says it all
+            trainer.accelerator.wait_for_everyone()
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                write_json(folder / RANKS_SAVED, {"world_size": args.world_size, "step": state.global_step})
+
+    trainer.add_callback(MarkSaved())

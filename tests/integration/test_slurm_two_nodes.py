@@ -11,9 +11,9 @@ namespaces, each node with its own hostname and address. posttrain runs on its l
      never starts;
   2. the same command again: dpo resumes from that checkpoint on both nodes and completes, then
      polish trains on its output.
-- the time limit: a dpo job submitted with `--signal=USR1@150` whose time limit is cut to a minute
-  or two once it trains (`scontrol update TimeLimit=`): Slurm's warning makes both ranks save a
-  checkpoint and the stage is `interrupted`.
+- the time limit (from the same checkpoint model): a dpo job submitted with `--signal=USR1@150`
+  whose time limit is cut to a minute or two once it trains (`scontrol update TimeLimit=`):
+  Slurm's warning makes both ranks save a checkpoint and the stage is `interrupted`.
 Skipped (with the reason) without the cluster.
 """
 
@@ -96,7 +96,11 @@ def story(tmp_path_factory) -> dict:
     out: dict = {"run_dir": run_dir, "limit_dir": limit_dir, "db": db, "seconds": {}}
     start = time.time()
 
+    first = Background(command, env)
+    # The time-limit story starts from the same checkpoint model, once it is built (no job of its own).
+    first.wait_until(lambda: (run_dir / "checkpoint" / "manifest.json").exists(), "the checkpoint stage")
     limited = Background(on(HEAD, sys.executable, "-m", "workflows.run", *overrides(limit_dir, inputs), "tracking=none",
+                            f"stages.dpo.policy={run_dir / 'checkpoint' / 'model'}",
                             "stages.dpo.trainer.max_steps=100000", "stages.dpo.trainer.save_steps=100000",
                             "stages.dpo.resources.time=10", f"launcher.extra_sbatch=['--signal=USR1@{WARNING_SECONDS}']"),
                          env)
@@ -104,7 +108,6 @@ def story(tmp_path_factory) -> dict:
     watcher = threading.Thread(target=cut_time_limit_once_training, args=(limited, limit_dir, limit_watch), daemon=True)
     watcher.start()
 
-    first = Background(command, env)
     first.wait_until(lambda: complete_checkpoint(run_dir, "dpo", SAVE_STEPS) and 1 in read_records(run_dir / "dpo"),
                      f"dpo checkpoint-{SAVE_STEPS}")
     victim = read_records(run_dir / "dpo")[1]

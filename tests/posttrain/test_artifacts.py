@@ -1,11 +1,12 @@
 """A stage folder's records (posttrain/artifacts.py): the manifest round-trips with its extra keys
-flat in the JSON, and only checkpoints whose trainer_state.json is whole count as complete."""
+flat in the JSON, and only checkpoints whose trainer_state.json is whole (and, of several processes,
+whose every rank saved its part) count as complete."""
 
 from __future__ import annotations
 
 import json
 
-from posttrain.artifacts import MANIFEST, Manifest, StageDir
+from posttrain.artifacts import MANIFEST, RANKS_SAVED, Manifest, StageDir
 
 
 def test_manifest_round_trip_keeps_extra_keys_flat(tmp_path):
@@ -46,3 +47,15 @@ def test_complete_checkpoints_ignore_a_truncated_trainer_state(tmp_path):
                                              (4, folder.checkpoints / "checkpoint-4"),
                                              (10, folder.checkpoints / "checkpoint-10")]  # by step, not by name
     assert StageDir(tmp_path / "never_ran").complete_checkpoints() == []
+
+
+def test_a_checkpoint_of_several_processes_is_complete_once_every_rank_saved(tmp_path):
+    folder = StageDir(tmp_path)
+    for step in (4, 8):
+        path = folder.checkpoints / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # rank 0's, written first
+        (path / "rng_state_0.pth").write_bytes(b"rank 0")
+    (folder.checkpoints / "checkpoint-4" / RANKS_SAVED).write_text(json.dumps({"world_size": 2, "step": 4}))
+    # checkpoint-8: rank 1 was killed before it finished its part, so rank 0 never marked it
+    assert folder.complete_checkpoints() == [(4, folder.checkpoints / "checkpoint-4")]

@@ -8,6 +8,8 @@
 #   bash .ci/slurm/two_nodes/on.sh pt-head sinfo # run a command on a node (pt-head = the login node)
 #   bash .ci/slurm/two_nodes/down.sh             # stops the daemons, removes the namespaces
 #
+# Exit code 3: this machine does not allow network namespaces (an unprivileged container).
+#
 #   pt-head  10.213.17.1   slurmctld; where posttrain runs and submits (the "login node")
 #   pt-node1 10.213.17.11  slurmd
 #   pt-node2 10.213.17.12  slurmd
@@ -103,7 +105,10 @@ else
   log "creating network namespaces ${ALL[*]} on $SUBNET.0/24"
   for name in "${ALL[@]}"; do ip netns del "$name" 2>/dev/null || true; done
   for name in "${ALL[@]}"; do
-    ip netns add "$name" || die "cannot create network namespace $name (needs CAP_SYS_ADMIN; in a container: --privileged)"
+    if ! ip netns add "$name"; then # exit code 3: this machine does not allow it (setup.sh goes on)
+      echo "[slurm2-up] cannot create network namespace $name: needs CAP_SYS_ADMIN (a container: --privileged)" >&2
+      exit 3
+    fi
     ip -n "$name" link set lo up
   done
   ip -n "$HEAD" link add "$BRIDGE" type bridge
