@@ -3,8 +3,11 @@
 SIGTERM (Ctrl-C in the orchestrator, `kill`, Slurm preemption or time limit) and SIGUSR1 (Slurm's
 early warning: `#SBATCH --signal=USR1@120` sends it 120 s before the limit to every task; with
 `B:USR1` only the batch shell gets it and must forward it) set a flag. At the end of the current
-optimizer step the Trainer saves `checkpoints/checkpoint-<step>` and the process exits with
-EXIT_CODE; the orchestrator reports the stage `interrupted` and the next run resumes it.
+optimizer step every rank saves its part of `checkpoints/checkpoint-<step>` (the same step on all
+ranks), they wait for each other, and the process exits with EXIT_CODE; the orchestrator reports
+the stage `interrupted` and the next run resumes it. Before training starts there is nothing to
+save: a signal ends the stage at once with EXIT_CODE (posttrain.stop.exit_on_signal, from load_spec).
+Under torchrun, stages/lib/torchrun.py keeps the launcher alive while its workers do this.
 Slurm sends SIGKILL KillWait seconds (default 30) after SIGTERM: for big models ask for the USR1
 warning early enough to finish a step and write a checkpoint.
 """
