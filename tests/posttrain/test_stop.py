@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 
 def run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          check=False,
                           timeout=60)
 
 
