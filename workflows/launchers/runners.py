@@ -22,7 +22,7 @@ RUNNERS = {
 }
 
 
-TORCHRUN = "stages.lib.torchrun"  # torchrun, made to survive SIGUSR1 and report a stop on a signal as one
+TORCHRUN = "stages.lib.torchrun"  # torch.distributed.run that survives SIGUSR1 and reports a stop on a signal as one
 
 
 class ShellVar(str):
@@ -125,7 +125,6 @@ def stage_command(resources: dict[str, Any], module: str, config_path: str, pyth
     if runner in ("python", "srun"):
         return [python, "-m", module, config_path]
     if runner == "torchrun":
-        # torch.distributed.run, except that a stop on a signal (Slurm's USR1 warning) ends as one
         return [python, "-m", TORCHRUN, *rendezvous_args(nodes, rendezvous), "--nproc_per_node", nproc,
                 "-m", module, config_path]
     if runner == "deepspeed":
