@@ -5,6 +5,7 @@
       stage.log         everything the process printed, appended across attempts
       fingerprint.json  the fingerprint of the latest attempt and what it was computed from
       checkpoints/      the Trainer's checkpoint-N folders, for resuming
+      ranks/            rank-<r>.json: where each process of the latest attempt ran (stages/lib/ranks.py)
       model/ adapter/ dataset/ results/   the outputs (which ones depends on the stage type)
       manifest.json     written last and atomically: a folder without it is not done
       gated.json        the verdict of a gate that refused to start the stage
@@ -32,7 +33,12 @@ STAGE_YAML = "stage.yaml"
 STAGE_LOG = "stage.log"
 FINGERPRINT_FILE = "fingerprint.json"
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # in checkpoint-N/: the Trainer writes it last (rank 0)
+# In checkpoint-N/ of a multi-process stage: rank 0 writes it once every rank has saved its part
+# (rng_state_<rank>.pth, ZeRO's optimizer shards): trainer_state.json does not wait for them.
+RANKS_SAVED = "ranks_saved.json"
 MODEL, ADAPTER, DATASET, RESULTS = "model", "adapter", "dataset", "results"
+RANKS = "ranks"
 MANIFEST = "manifest.json"
 GATED_FILE = "gated.json"
 PROGRESS_FILE = "progress.json"
@@ -43,7 +49,7 @@ REPORT_FILE = "report.html"  # in the run_dir
 METRICS_FILE = "metrics.json"  # <stage>/results/metrics.json: {model: {metric: value}} of a stage that compares models
 TABLE_FILE = "table.txt"  # <stage>/results/table.txt: the models a stage measured, side by side
 # What a stage writes in its folder; cleared before a run that does not resume (stage.log is kept).
-STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET)
+STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET, RANKS)
 OUTPUT_DIRS = {"model": MODEL, "dataset": DATASET, "metrics": RESULTS}  # a stage type's `output` -> its folder
 
 
@@ -197,11 +203,16 @@ class StageDir:
 
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
         """(step, folder) of every checkpoint whose trainer_state.json (the Trainer writes it last)
-        is whole, oldest first. A folder cut short by a kill has none, or a truncated one."""
+        is whole, oldest first. A folder cut short by a kill has none, or a truncated one. A checkpoint
+        of several processes (rng_state_0.pth) also needs RANKS_SAVED: rank 0 writes trainer_state.json
+        without waiting for the other ranks' files."""
         out = []
         for path in self.checkpoints.glob("checkpoint-*") if self.checkpoints.is_dir() else []:
             step = path.name.removeprefix("checkpoint-")
-            state = read_json(path / "trainer_state.json")
-            if step.isdigit() and state is not None and "global_step" in state:
-                out.append((int(step), path))
+            state = read_json(path / TRAINER_STATE)
+            if not step.isdigit() or state is None or "global_step" not in state:
+                continue
+            if (path / "rng_state_0.pth").exists() and read_json(path / RANKS_SAVED) is None:
+                continue
+            out.append((int(step), path))
         return sorted(out)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from posttrain import stop
 from posttrain.artifacts import Manifest, StageDir
 from posttrain.gates import enforce as enforce_gate
 from posttrain.spec import SpecError, StageSpec
@@ -23,6 +24,7 @@ from stages.lib.distributed import adopt_srun_ranks, init_deepspeed, world_size
 
 def load_spec(argv: list[str] | None = None) -> StageSpec:
     """Read the stage spec named on the command line; exit naming the key when it does not fit."""
+    stop.exit_on_signal()  # SIGTERM/USR1 before training starts: stop now (exit code 143)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m stages.<type> <stage.yaml>  (written by `python -m workflows.run`)")

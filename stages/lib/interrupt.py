@@ -3,8 +3,11 @@
 SIGTERM (Ctrl-C in the orchestrator, `kill`, Slurm preemption or time limit) and SIGUSR1 (Slurm's
 early warning: `#SBATCH --signal=USR1@120` sends it 120 s before the limit to every task; with
 `B:USR1` only the batch shell gets it and must forward it) set a flag. At the end of the current
-optimizer step the Trainer saves `checkpoints/checkpoint-<step>` and the process exits with
-EXIT_CODE; the orchestrator reports the stage `interrupted` and the next run resumes it.
+optimizer step every rank saves its part of `checkpoints/checkpoint-<step>` (the same step on all
+ranks), they wait for each other, and the process exits with EXIT_CODE; the orchestrator reports
+the stage `interrupted` and the next run resumes it. Before training starts there is nothing to
+save: a signal ends the stage at once with EXIT_CODE (posttrain.stop.exit_on_signal, from load_spec).
+Under torchrun, stages/lib/torchrun.py keeps the launcher alive while its workers do this.
 Slurm sends SIGKILL KillWait seconds (default 30) after SIGTERM: for big models ask for the USR1
 warning early enough to finish a step and write a checkpoint.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 from typing import Any
 
 from posttrain import stop
@@ -22,9 +24,6 @@ from posttrain.spec import StageSpec
 from stages.lib.common import log
 
 EXIT_CODE = stop.EXIT_CODE  # 128 + SIGTERM, as a shell reports a process ended by it
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
 _log_file: list[str] = []  # this stage's stage.log, for output that has nobody left to read it
 
 
@@ -38,10 +37,9 @@ def _reader_gone(fd: int = 1) -> bool:
         return False
 
 
-def _on_signal(signum: int, frame: Any) -> None:
-    # Later signals are ignored too: torchrun forwards SIGTERM to its workers a second time.
-    stop.request(signal.Signals(signum).name)
-    if _log_file and _reader_gone():  # orphaned (workflows/launchers/lifetime.py): write to stage.log directly
+def _to_log_if_orphaned() -> None:
+    """After a stop request: orphaned (workflows/launchers/lifetime.py), write to stage.log directly."""
+    if _log_file and _reader_gone():
         fd = os.open(_log_file[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -76,12 +74,14 @@ def save_on_signal(trainer: Any, spec: StageSpec) -> None:
 
         def on_save(self, args, state, control, **kwargs):
             if self.stopping:
+                # No rank exits before every rank has written its part of the checkpoint: the first
+                # process to exit makes srun (--kill-on-bad-exit) and torchrun kill the others.
+                trainer.accelerator.wait_for_everyone()
                 why = stop.requested()[0] if stop.requested() else "a signal on another rank"
                 log(spec, f"{why}: saved checkpoint-{state.global_step}; exiting with {EXIT_CODE}, "
                           f"the next run resumes from here")
                 raise SystemExit(EXIT_CODE)
 
     _log_file[:] = [str(StageDir(spec.stage_dir).log_file)]
-    for sig in SIGNALS:
-        signal.signal(sig, _on_signal)
+    stop.record_signals(_to_log_if_orphaned)  # until now (load_spec) a signal ended the process at once
     trainer.add_callback(SaveAndStop())

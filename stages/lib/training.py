@@ -13,6 +13,7 @@ from stages.lib import progress
 from stages.lib.common import last_checkpoint, log, write_manifest
 from stages.lib.interrupt import save_on_signal
 from stages.lib.models import save_model
+from stages.lib.ranks import mark_saved_checkpoints, record_ranks
 
 
 def attach_progress(trainer: Any, spec: StageSpec) -> None:
@@ -57,7 +58,9 @@ def train_and_finish(trainer: Any, tokenizer: Any, spec: StageSpec, data: Any, i
     """Run `trainer` to the end and mark the stage complete (the manifest is written last)."""
     attach_progress(trainer, spec)
     backend(spec.tracking.backend).adapt_trainer(spec, trainer)  # MLflow: curves first (tracking/mlflow/keys.py)
+    mark_saved_checkpoints(trainer)  # several processes: a checkpoint is complete once every rank saved
     save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
+    record_ranks(trainer, spec)  # <stage_dir>/ranks/: where each rank ran, what weights it ended with
     resume = last_checkpoint(spec)
     if resume:
         log(spec, f"resuming from {resume}")

@@ -1,6 +1,7 @@
 """A stage folder's records (posttrain/artifacts.py): the manifest round-trips with its extra keys
-flat in the JSON, only checkpoints whose trainer_state.json is whole count as complete, progress
-gives an ETA from the attempt's own rate, and the history has one entry per logged step."""
+flat in the JSON, only checkpoints whose trainer_state.json is whole (and, of several processes,
+whose every rank saved its part) count as complete, progress gives an ETA from the attempt's own
+rate, and the history has one entry per logged step."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from posttrain.artifacts import HISTORY_FILE, MANIFEST, PROGRESS_FILE, Manifest, Progress, StageDir
+from posttrain.artifacts import HISTORY_FILE, MANIFEST, PROGRESS_FILE, RANKS_SAVED, Manifest, Progress, StageDir
 
 
 def test_manifest_round_trip_keeps_extra_keys_flat(tmp_path):
@@ -83,3 +84,15 @@ def test_history_of_a_stage_without_history_jsonl_is_its_newest_checkpoints_log(
             json.dumps({"global_step": step, "log_history": log}))
     assert folder.read_history() == [{"step": 2, "loss": 3.0, "epoch": 0.1}, {"step": 4, "loss": 2.5, "epoch": 0.1}]
     assert StageDir(tmp_path / "never_ran").read_history() == []
+
+
+def test_a_checkpoint_of_several_processes_is_complete_once_every_rank_saved(tmp_path):
+    folder = StageDir(tmp_path)
+    for step in (4, 8):
+        path = folder.checkpoints / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # rank 0's, written first
+        (path / "rng_state_0.pth").write_bytes(b"rank 0")
+    (folder.checkpoints / "checkpoint-4" / RANKS_SAVED).write_text(json.dumps({"world_size": 2, "step": 4}))
+    # checkpoint-8: rank 1 was killed before it finished its part, so rank 0 never marked it
+    assert folder.complete_checkpoints() == [(4, folder.checkpoints / "checkpoint-4")]

@@ -16,10 +16,13 @@ from typing import Any
 RUNNERS = {
     "auto": "python for one process, torchrun for several",
     "python": "one process",
-    "torchrun": "torch.distributed.run: one launcher per node, one process per device",
+    "torchrun": "torch.distributed.run (through stages/lib/torchrun.py): one launcher per node, one process per device",
     "deepspeed": "DeepSpeed's launcher",
     "srun": "one scheduler task per process",
 }
+
+
+TORCHRUN = "stages.lib.torchrun"  # torch.distributed.run that survives SIGUSR1 and reports a stop on a signal as one
 
 
 class ShellVar(str):
@@ -122,7 +125,7 @@ def stage_command(resources: dict[str, Any], module: str, config_path: str, pyth
     if runner in ("python", "srun"):
         return [python, "-m", module, config_path]
     if runner == "torchrun":
-        return [python, "-m", "torch.distributed.run", *rendezvous_args(nodes, rendezvous), "--nproc_per_node", nproc,
+        return [python, "-m", TORCHRUN, *rendezvous_args(nodes, rendezvous), "--nproc_per_node", nproc,
                 "-m", module, config_path]
     if runner == "deepspeed":
         # --no_local_rank: the stage reads LOCAL_RANK from the environment, not a --local_rank argument

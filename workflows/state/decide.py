@@ -14,7 +14,7 @@ import shutil
 import time
 from typing import Any
 
-from posttrain.artifacts import FINGERPRINT_FILE, STAGE_OUTPUTS
+from posttrain.artifacts import FINGERPRINT_FILE, STAGE_OUTPUTS, TRAINER_STATE
 from posttrain.jsonio import read_json, write_json
 from posttrain.pipeline import Plan, PlannedStage
 from posttrain.status import Status
@@ -121,8 +121,11 @@ def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]
         return f"upstream re-runs: {_names(rerun)}", None
     checkpoints = folder.complete_checkpoints()
     if checkpoints and last == current:
-        # checkpoints trained on an upstream's earlier output (it ran again since) are not resumed
-        if newer := _finished_after(stage, plan, (previous or {}).get("prepared_at", 0)):
+        # Checkpoints trained on an upstream's earlier output (it ran again since) are not resumed:
+        # an upstream that finished after the checkpoint was written. Not after the stage was
+        # prepared: on Slurm every stage of a chain is prepared at submission, before its upstreams run.
+        written = (checkpoints[-1][1] / TRAINER_STATE).stat().st_mtime
+        if newer := _finished_after(stage, plan, written):
             return f"upstream re-ran: {_names(newer)}", None
         return f"resume from {checkpoints[-1][1].name}", checkpoints[-1][1].name
     if manifest is not None or previous is not None or any((folder / o).exists() for o in STAGE_OUTPUTS):

@@ -33,7 +33,7 @@ def test_resources_default_to_one_process_per_gpu_and_the_launchers_settings():
 
 def test_single_node_torchrun_picks_its_own_port():
     argv = stage_command({"runner": "torchrun", "processes_per_node": 2}, "stages.sft", "/r/sft/stage.yaml", "py")
-    assert argv == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    assert argv == ["py", "-m", "stages.lib.torchrun", "--standalone", "--nproc_per_node", "2",
                     "-m", "stages.sft", "/r/sft/stage.yaml"]
 
 

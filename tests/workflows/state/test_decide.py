@@ -158,6 +158,19 @@ def test_checkpoints_trained_on_an_earlier_upstream_output_are_not_resumed(tmp_p
     assert dpo.reason == "upstream re-ran: sft" and dpo.spec.resume_from is None
 
 
+def test_checkpoints_resume_when_the_whole_chain_was_prepared_before_its_upstreams_ran(tmp_path, data):
+    """On Slurm every stage is prepared when the chain is submitted, before any upstream job runs."""
+    run_dir = tmp_path / "r"
+    plan = plan_for(run_dir, data)
+    for stage in plan.stages:  # sbatch of every job
+        prepare_stage_dir(stage)
+    time.sleep(0.01)
+    finish(plan, "checkpoint", "sft")  # their jobs ran
+    time.sleep(0.01)
+    add_checkpoint(plan.stage("dpo").stage_dir, 4)  # then DPO's job, which died after checkpoint-4
+    assert reasons(plan_for(run_dir, data))["dpo"] == "resume from checkpoint-4"
+
+
 def test_checkpoints_of_another_config_are_never_resumed(tmp_path, data):
     run_dir = tmp_path / "r"
     plan = plan_for(run_dir, data)
