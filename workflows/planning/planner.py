@@ -25,6 +25,7 @@ from workflows.planning.dag import find_cycle, order
 from workflows.planning.data import check_pipeline_data
 from workflows.planning.errors import PlanError
 from workflows.planning.gates import plan_gate
+from workflows.planning.gguf import plan_gguf
 from workflows.planning.trainer import trainer_problems
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -46,6 +47,7 @@ class Planner:
         self.problems: list[str] = []
         self.edges: dict[str, list[str]] = {}
         self.tracking = self._tracking(cfg["tracking"])
+        self.gguf = None  # the checked GGUF file when the model is given as one (workflows/planning/gguf.py)
 
     # ---------------------------------------------------------------- PlanContext
 
@@ -206,6 +208,8 @@ class Planner:
 
     def checkpoint_spec(self) -> StageSpec:
         model = dict(self.config["model"])
+        if self.gguf:  # the file the stage converts, by absolute path (fingerprinted by its bytes)
+            model["gguf"] = {"path": self.gguf.path, "sha256": self.gguf.sha256, **asdict(self.gguf.header)}
         return StageSpec(
             name=CHECKPOINT, type=CHECKPOINT, stage_dir=os.path.join(self.run_dir, CHECKPOINT),
             model_dir=model["name_or_path"] or self.output_dir(CHECKPOINT, "model"), seed=self.config["seed"],
@@ -259,7 +263,10 @@ class Planner:
             else:
                 specs[name] = self.stage_spec(name, stage)
         self._link(specs)
-        data_problems, data_notes = check_pipeline_data(specs, self.config["model"])
+        self.gguf, gguf_problems = plan_gguf(self.config["model"])
+        self.problems.extend(gguf_problems)
+        model = dict(self.config["model"], tokenizer=self.gguf.tokenizer) if self.gguf else self.config["model"]
+        data_problems, data_notes = check_pipeline_data(specs, model)
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
         if not self.stages:
