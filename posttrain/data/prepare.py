@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.data.check import Settings, SourceCheck, cross_source_duplicates, describe, display_path, \
-    kind_problems
+    kind_problems, last_turn_loss
 from posttrain.data.files import SourceError
 from posttrain.data.formats import FORMATS, sft_common_shape, to_common_shape
 from posttrain.data.mix import Mixture, plan_mixture
@@ -84,6 +84,10 @@ def prepare(spec: StageSpec, accepted: tuple[str, ...], settings: Settings, coun
     if out.problems or data.format not in accepted or not formats - {None} <= set(FORMATS):
         return out  # a wrong format makes every row look broken: report the config first
     out.notes.extend(notes or [])
+    settings.last_turn = last_turn_loss(settings, counter)
+    if settings.last_turn:
+        out.notes.append("the chat template has no {% generation %} markers: the loss covers each conversation's "
+                         "last assistant turn (trained as prompt/completion); earlier assistant turns are context")
     for group, target in (("sources", out.train), ("eval_sources", out.evaluation)):
         for i, source in enumerate(getattr(data, group)):
             where = f"{prefix}.{group}[{i}]"
@@ -179,6 +183,8 @@ def trainer_rows(prepared: Prepared, data: DataSpec) -> TrainerRows:
     kinds = {(c.shape, c.conversational) for c in checks if c.conversational is not None}
     sft = prepared.settings.sft
     common = sft_common_shape(kinds) if sft else next(iter(kinds))
+    if sft and prepared.settings.last_turn and common and common[1]:
+        common = ("prompt_completion", True)
 
     def rows(check: SourceCheck) -> list[list[dict[str, Any]]]:
         return [converted for number, converted in check.kept if number not in check.bad]

@@ -134,14 +134,15 @@ def test_conversations_need_a_chat_template(tmp_path):
                         f"model.chat_template={ROOT / 'demo/tiny_tokenizer/chat_template.jinja'}"]))
 
 
-def test_assistant_only_loss_needs_generation_markers_trl_can_use(tmp_path):
+def test_assistant_only_loss_without_generation_markers_trains_the_last_turn(tmp_path):
     template = tmp_path / "plain.jinja"
     template.write_text("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    [found] = problems(f"model.chat_template={template}")
-    assert found.startswith("stages.sft.trainer.assistant_only_loss: the chat template has no {% generation %}")
-    build_plan(compose(["+pipeline=sft_dpo", f"model.chat_template={template}",
-                        "stages.sft.trainer.assistant_only_loss=false"]))
+    plan = build_plan(compose(["+pipeline=sft_dpo", f"model.chat_template={template}"]))
+    assert any("no {% generation %} markers: the loss covers each conversation's last assistant turn" in n
+               for n in plan.stage("sft").notes)
+    marked = build_plan(compose(["+pipeline=sft_dpo"]))  # the demo template has markers: every assistant turn
+    assert not any("generation %} markers" in n for n in marked.stage("sft").notes)
 
 
 def test_long_rows_are_counted_and_the_truncation_explained():
