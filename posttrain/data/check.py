@@ -105,6 +105,7 @@ class SourceCheck:
     over_length: int = 0
     longest: tuple[int, int] | None = None  # (tokens, row)
     scan_stopped: bool = False
+    lengths: list[list[int]] = field(default_factory=list)  # [prompt tokens, longest sequence] per measured row
     kept: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)  # stage only: (row, trainer rows)
 
     def add(self, row: int, reason: str, shown: str | None = None) -> None:
@@ -197,6 +198,7 @@ def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, A
             result.add(number, refused)
             continue
         longest = max(full for _, (_, full) in measured)
+        result.lengths.append([max(prompt for _, (prompt, _) in measured), longest])
         if any(settings.loss_start(row, prompt) >= limit for row, (prompt, _) in measured):
             prompt = max(prompt for _, (prompt, _) in measured)
             result.add(number, f"the prompt alone fills max_length={limit} tokens: {trainer} would drop the row "

@@ -47,7 +47,9 @@ class Planner:
         self.problems: list[str] = []
         self.edges: dict[str, list[str]] = {}
         self.tracking = self._tracking(cfg["tracking"])
-        self.gguf = None  # the checked GGUF file when the model is given as one (workflows/planning/gguf.py)
+        self.gguf, gguf_problems = plan_gguf(cfg["model"])  # a GGUF model's file (workflows/planning/gguf.py)
+        self.problems.extend(gguf_problems)
+        self.notes: dict[str, list[str]] = {}  # plan lines of stage type hooks, per stage
 
     # ---------------------------------------------------------------- PlanContext
 
@@ -81,6 +83,15 @@ class Planner:
         self.problem(f"stage '{stage}' needs '{ref}' ({key}), which the pipeline does not define "
                      f"(stages: {', '.join(options)}){did_you_mean(ref, options)}")
         return None
+
+    def tokenizer(self) -> str | None:
+        model = self.config["model"]
+        if self.gguf:
+            return self.gguf.tokenizer
+        return model.get("tokenizer") or model.get("name_or_path")
+
+    def note(self, stage: str, message: str) -> None:
+        self.notes.setdefault(stage, []).append(message)
 
     # ---------------------------------------------------------------- pieces of a spec
 
@@ -263,9 +274,10 @@ class Planner:
             else:
                 specs[name] = self.stage_spec(name, stage)
         self._link(specs)
-        self.gguf, gguf_problems = plan_gguf(self.config["model"])
-        self.problems.extend(gguf_problems)
-        model = dict(self.config["model"], tokenizer=self.gguf.tokenizer) if self.gguf else self.config["model"]
+        model = self.config["model"]
+        if self.gguf:
+            model = dict(model, tokenizer=self.tokenizer(),
+                         context_length=self.gguf.header.context_length if self.gguf.header else None)
         data_problems, data_notes = check_pipeline_data(specs, model)
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
@@ -285,7 +297,7 @@ class Planner:
             planned.append(self._planned(self.checkpoint_spec(), [], external=external))
         for name in order(self.edges, list(self.stages)):
             ups = list(dict.fromkeys(self.edges[name]))
-            planned.append(self._planned(specs[name], ups, notes=data_notes.get(name, [])))
+            planned.append(self._planned(specs[name], ups, notes=self.notes.get(name, []) + data_notes.get(name, [])))
         return Plan(self.config["name"], self.run_dir, planned, self.config, self.tracking)
 
     def _planned(self, spec: StageSpec, ups: list[str], external: bool = False,
