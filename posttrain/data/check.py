@@ -202,7 +202,8 @@ def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, A
         if any(settings.loss_start(row, prompt) >= limit for row, (prompt, _) in measured):
             prompt = max(prompt for _, (prompt, _) in measured)
             result.add(number, f"the prompt alone fills max_length={limit} tokens: {trainer} would drop the row "
-                               "silently (no response token left); raise max_length or shorten the prompt",
+                               "silently (no response token left); raise max_length (max_length=auto measures "
+                               "it) or shorten the prompt",
                        f"{number} ({prompt} tokens)")
             continue
         result.length_checked += 1

@@ -127,6 +127,7 @@ def prepare(spec: StageSpec, accepted: tuple[str, ...], settings: Settings, coun
     if out.train and all(out.train) and not out.problems:
         out.mixture = _mixture(data, [sum(c.valid for c in group) for group in out.train if group])
         _mixture_notes(out, data)
+        _eval_note(out, spec)
     return out
 
 
@@ -159,6 +160,18 @@ def _mixture_notes(out: Prepared, data: DataSpec) -> None:
         out.notes.append(f"mixture of {sum(mixture.counts):,} rows: {', '.join(parts)}")
     if mixture.evaluation:
         out.notes.append(f"eval: {len(mixture.evaluation):,} rows held out (eval_fraction {data.eval_fraction})")
+
+
+def _eval_note(out: Prepared, spec: StageSpec) -> None:
+    """What in-training evaluation will cost: how many rows, how often (eval_sources, capped by max_rows)."""
+    data = spec.data
+    if not data or not data.eval_sources or not out.evaluation or not all(out.evaluation):
+        return
+    sizes = [sum(c.valid for c in group) for group in out.evaluation if group]
+    rows = sum(min(n, s.max_rows or n) for n, s in zip(sizes, data.eval_sources))
+    steps = spec.trainer.get("eval_steps") if spec.trainer.get("eval_strategy") == "steps" else None
+    out.notes.append(f"eval: {rows:,} rows from eval_sources, evaluated {f'every {steps} steps and ' if steps else ''}"
+                     "at the end of training")
 
 
 @dataclass
