@@ -101,8 +101,8 @@ def _auto_lengths(ctx: PlanContext, where: str, settings: dict[str, Any]) -> lis
         settings["max_new_tokens"] = max((full - prompt for prompt, full in answers), default=16) + AUTO_SLACK
     if "max_length" in auto:
         settings["max_length"] = max((full for _, full in measured), default=256) + AUTO_SLACK
-    ctx.note(where.removeprefix("stages."), f"eval lengths auto: max_new_tokens={settings['max_new_tokens']}, max_length={settings['max_length']} "
-             f"(measured on {len(measured)} held-out rows)")
+    ctx.note(where.removeprefix("stages."), f"eval lengths auto: max_new_tokens={settings['max_new_tokens']}, "
+             f"max_length={settings['max_length']} (measured on {len(measured)} held-out rows)")
     return problems
 
 

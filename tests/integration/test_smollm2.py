@@ -84,8 +84,9 @@ def test_every_output_loads_with_plain_from_pretrained_and_answers_through_its_c
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         assert "<|im_start|>" in tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3? Reply with the number only."}],
-                                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        question = [{"role": "user", "content": "What is 2 + 3? Reply with the number only."}]
+        prompt = tokenizer.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
         with torch.inference_mode():
             out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
         answer = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -154,7 +154,8 @@ def check_pipeline_data(specs: dict[str, StageSpec], model: dict) -> tuple[list[
         if settings.max_length == AUTO:
             if counter is None:
                 problems.append(f"stages.{name}.trainer.max_length: auto measures the rows with the policy's "
-                                f"tokenizer, and '{tokenizer}' is not a local folder with tokenizer.json; give a number")
+                                f"tokenizer, and '{tokenizer}' is not a local folder with tokenizer.json; "
+                                "give a number")
                 continue
             settings.max_length = _PROBE_LENGTH
             probe = prepare(spec, stage_type.formats, settings, counter, _read)
