@@ -43,6 +43,13 @@ def read_rows(path: str | None, max_rows: int | None, seed: int) -> list[dict[st
     return rows
 
 
+def extract(output: str, how: str) -> str:
+    """The part of a model's output the checker sees (`eval.extract`): all of it, or its first non-empty line."""
+    if how == "first_line":
+        return next((line.strip() for line in output.splitlines() if line.strip()), "")
+    return output
+
+
 def as_pair(row: dict[str, Any]) -> tuple[Any, str, str]:
     """(prompt, chosen text, rejected text) of a preference row, explicit or implicit prompt."""
     pair = to_trainer_rows(row, "preference", "preference")[0]
@@ -85,7 +92,7 @@ def evaluate(entry: ModelRef, spec: StageSpec, tasks: list[dict[str, Any]], scor
         verdicts = []
         for row, (output,) in zip(tasks, outputs):
             prompt = prompt_text(row["prompt"])
-            correct = verify(checker, row.get("task"), prompt, str(row["answer"]), output)
+            correct = verify(checker, row.get("task"), prompt, str(row["answer"]), extract(output, settings.get("extract", "none")))
             verdicts.append((row.get("task"), row.get("seen"), correct))
             samples.append({"model": label, "task": row.get("task"), "seen": row.get("seen"), "prompt": prompt,
                             "answer": str(row["answer"]), "output": output, "correct": correct})

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.data.files import BadRow
-from posttrain.data.formats import check_row, is_conversational, sft_common_shape, target_shape, to_trainer_rows
+from posttrain.data.formats import check_row, is_conversational, last_turn_as_completion, sft_common_shape, \
+    target_shape, to_trainer_rows
 from posttrain.data.tokens import TokenCounter, has_generation_markers
 from posttrain.spec import StageSpec
 
@@ -39,6 +40,9 @@ class Settings:
     assistant_only_loss: bool = False
     completion_only_loss: bool | None = None  # None = TRL's default: on for prompt/completion rows
     packing: bool = False
+    # assistant_only_loss with a chat template TRL cannot mask: each conversation's last assistant
+    # turn is trained as a conversational prompt/completion pair (set by `prepare`, see `last_turn_loss`)
+    last_turn: bool = False
 
     @classmethod
     def from_spec(cls, spec: StageSpec, trl_config: str | None, shapes: tuple[str, ...]) -> Settings:
@@ -89,6 +93,7 @@ class SourceCheck:
     over_length: int = 0
     longest: tuple[int, int] | None = None  # (tokens, row)
     scan_stopped: bool = False
+    lengths: list[list[int]] = field(default_factory=list)  # [prompt tokens, longest sequence] per measured row
     kept: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)  # stage only: (row, trainer rows)
 
     def add(self, row: int, reason: str, shown: str | None = None) -> None:
@@ -170,6 +175,8 @@ def check_source(rows: Iterable[tuple[int, Any]], label: str, fmt: str, settings
 def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, Any]]]], settings: Settings,
                    counter: TokenCounter) -> None:
     limit = settings.max_length
+    if settings.last_turn:  # measured as the trainer will see them
+        sample = [(n, [last_turn_as_completion(r) if "messages" in r else r for r in rows]) for n, rows in sample]
     lengths = iter(counter.lengths([r for _, trainer_rows in sample for r in trainer_rows]))
     trainer = TRAINERS.get(settings.trl_config or "", "the trainer")
     for number, trainer_rows in sample:
@@ -179,10 +186,12 @@ def _check_lengths(result: SourceCheck, sample: list[tuple[int, list[dict[str, A
             result.add(number, refused)
             continue
         longest = max(full for _, (_, full) in measured)
+        result.lengths.append([max(prompt for _, (prompt, _) in measured), longest])
         if any(settings.loss_start(row, prompt) >= limit for row, (prompt, _) in measured):
             prompt = max(prompt for _, (prompt, _) in measured)
             result.add(number, f"the prompt alone fills max_length={limit} tokens: {trainer} would drop the row "
-                               "silently (no response token left); raise max_length or shorten the prompt",
+                               "silently (no response token left); raise max_length (max_length=auto measures "
+                               "it) or shorten the prompt",
                        f"{number} ({prompt} tokens)")
             continue
         result.length_checked += 1
@@ -254,14 +263,21 @@ def kind_problems(prefix: str, settings: Settings, checks: list[SourceCheck], co
     if any(k for _, k in kinds) and counter is not None and not counter.template_source:
         problems.append(f"{prefix}: conversational data needs a chat template and tokenizer "
                         f"'{display_path(counter.tokenizer_dir)}' has none; set model.chat_template=<file.jinja>")
-    elif settings.sft and settings.assistant_only_loss and any(k for _, k in kinds) and counter is not None \
-            and not trl_can_mask(counter.template_source):
-        stage = prefix.removesuffix(".data")
-        problems.append(f"{stage}.trainer.assistant_only_loss: the chat template has no {{% generation %}} markers "
-                        "and TRL has no training version of it; wrap the assistant content (and its end token) in "
-                        "{% generation %}...{% endgeneration %} in a copy given as model.chat_template, or set "
-                        "assistant_only_loss=false")
     return problems
+
+
+def last_turn_loss(settings: Settings, counter: TokenCounter | None) -> bool:
+    """Whether SFT's response-only loss needs the last-turn form: `assistant_only_loss` is asked for
+    but TRL cannot mask this chat template (no `{% generation %}` markers, no training version).
+
+    Then each conversation becomes a conversational prompt/completion pair, prompt = every message
+    before its last assistant turn, completion = that turn, and TRL's completion-only loss covers
+    the completion's tokens (the answer and its end-of-turn tokens). Earlier assistant turns of a
+    multi-turn conversation are context, without loss. Works with any template whose rendered
+    prompt (with the generation prompt) is a prefix of the rendered conversation.
+    """
+    return (settings.sft and settings.assistant_only_loss and counter is not None
+            and counter.template_source is not None and not trl_can_mask(counter.template_source))
 
 
 def trl_can_mask(template: str | None) -> bool:

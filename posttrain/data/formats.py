@@ -166,6 +166,14 @@ def is_conversational(trainer_row: dict[str, Any]) -> bool:
     return isinstance(trainer_row[key], list)
 
 
+def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """A conversation as a conversational prompt/completion pair: every message before its last
+    assistant turn, then that turn (messages after it carry no loss and are left out)."""
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    return {"prompt": messages[:last], "completion": [messages[last]]}
+
+
 def sft_common_shape(kinds: set[tuple[str, bool]]) -> tuple[str, bool] | None:
     """One (shape, conversational) that SFT sources of these kinds can all take, or None.
 
@@ -185,6 +193,8 @@ def sft_common_shape(kinds: set[tuple[str, bool]]) -> tuple[str, bool] | None:
 def to_common_shape(row: dict[str, Any], common: tuple[str, bool]) -> dict[str, Any]:
     """A trainer row in the mixture's common SFT shape (see `sft_common_shape`)."""
     shape, _ = common
+    if shape == "prompt_completion" and "messages" in row:  # the last-turn form (posttrain/data/check.py)
+        return last_turn_as_completion(row)
     if shape == "messages" and "prompt" in row:
         return {"messages": row["prompt"] + row["completion"]}
     if shape == "prompt_completion" and "text" in row:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.data.check import Settings, SourceCheck, cross_source_duplicates, describe, display_path, \
-    kind_problems
+    kind_problems, last_turn_loss
 from posttrain.data.files import SourceError
 from posttrain.data.formats import FORMATS, sft_common_shape, to_common_shape
 from posttrain.data.mix import Mixture, plan_mixture
@@ -89,6 +89,10 @@ def prepare(spec: StageSpec, accepted: tuple[str, ...], settings: Settings, coun
     if out.problems or data.format not in accepted or not formats - {None} <= set(FORMATS):
         return out  # a wrong format makes every row look broken: report the config first
     out.notes.extend(notes or [])
+    settings.last_turn = last_turn_loss(settings, counter)
+    if settings.last_turn:
+        out.notes.append("the chat template has no {% generation %} markers: the loss covers each conversation's "
+                         "last assistant turn (trained as prompt/completion); earlier assistant turns are context")
     for group, target in (("sources", out.train), ("eval_sources", out.evaluation)):
         for i, source in enumerate(getattr(data, group)):
             where = f"{prefix}.{group}[{i}]"
@@ -131,6 +135,7 @@ def prepare(spec: StageSpec, accepted: tuple[str, ...], settings: Settings, coun
             out.problems.append(f"{prefix}.sources: the mixture has no training rows (the sources with a weight "
                                 f"above 0 have no valid rows)")
         _mixture_notes(out, data)
+        _eval_note(out, spec)
     return out
 
 
@@ -165,6 +170,18 @@ def _mixture_notes(out: Prepared, data: DataSpec) -> None:
         out.notes.append(f"eval: {len(mixture.evaluation):,} rows held out (eval_fraction {data.eval_fraction})")
 
 
+def _eval_note(out: Prepared, spec: StageSpec) -> None:
+    """What in-training evaluation will cost: how many rows, how often (eval_sources, capped by max_rows)."""
+    data = spec.data
+    if not data or not data.eval_sources or not out.evaluation or not all(out.evaluation):
+        return
+    sizes = [sum(c.valid for c in group) for group in out.evaluation if group]
+    rows = sum(min(n, s.max_rows or n) for n, s in zip(sizes, data.eval_sources))
+    steps = spec.trainer.get("eval_steps") if spec.trainer.get("eval_strategy") == "steps" else None
+    out.notes.append(f"eval: {rows:,} rows from eval_sources, evaluated {f'every {steps} steps and ' if steps else ''}"
+                     "at the end of training")
+
+
 @dataclass
 class TrainerRows:
     """The rows a trainer gets, after checks, conversion and the mixture."""
@@ -187,6 +204,8 @@ def trainer_rows(prepared: Prepared, data: DataSpec) -> TrainerRows:
     kinds = {(c.shape, c.conversational) for c in checks if c.conversational is not None}
     sft = prepared.settings.sft
     common = sft_common_shape(kinds) if sft else next(iter(kinds))
+    if sft and prepared.settings.last_turn and common and common[1]:
+        common = ("prompt_completion", True)
 
     def rows(check: SourceCheck) -> list[list[dict[str, Any]]]:
         return [converted for number, converted in check.kept if number not in check.bad]

@@ -25,8 +25,15 @@ class PlanContext(Protocol):
     def model(self, stage: str, key: str, ref: str) -> ModelRef | None:
         """Resolve a model reference of `stage` at `key`; records the DAG edge, or a problem (None)."""
 
+    def tokenizer(self) -> str | None:
+        """The starting checkpoint's tokenizer folder (or hub id), to measure token lengths with."""
+
+    def note(self, stage: str, message: str) -> None:
+        """A line the plan prints under the stage (what was chosen for it)."""
+
 
 def positive(where: str, settings: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """Problems of the `keys` of `settings` that are set but not positive."""
     return [f"{where}.{k}: must be a positive number, got {settings[k]}" for k in keys
-            if settings.get(k) is not None and not settings[k] > 0]  # `not > 0`: NaN is refused too
+            if isinstance(settings.get(k), (int, float)) and not settings[k] > 0]  # NaN is refused too;
+    # strings ("auto") are their callers' to check

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.data.files import BadRow, SourceError, iter_rows
-from posttrain.data.formats import check_row
+from posttrain.data.formats import check_row, to_trainer_rows
+from posttrain.data.tokens import TokenCounter
 from posttrain.refs import model_label
 from posttrain.stage_types import PlanContext, positive
 from posttrain.verifiers import target_problems
@@ -27,9 +28,20 @@ class EvalSettings:
     pairs: str | None = None  # held-out preference pairs (JSONL: prompt?, chosen, rejected)
     max_rows: int | None = None  # a seeded sample of this many rows of each file; null = all
     checker: dict[str, Any] = field(default_factory=lambda: {"_target_": "demo.tasks.check"})  # +kwargs
-    max_new_tokens: int = 24  # greedy generation length per answer
+    # What of the output the checker sees: `none` = all of it (whitespace-stripped; exact answers),
+    # `first_line` = its first non-empty line (a chatty model that explains after answering).
+    extract: str = "none"
+    # Greedy generation length per answer (generation stops at the end-of-turn token before it);
+    # `auto` = the longest reference answer in the policy's tokens + AUTO_SLACK. (Any: int or "auto".)
+    max_new_tokens: Any = 24
     batch_size: int = 64
-    max_length: int = 256  # prompt + response tokens scored for preference accuracy and perplexity
+    # Prompt + response tokens scored for preference accuracy and perplexity; `auto` = the longest
+    # held-out prompt + answer (or pair) in the policy's tokens + AUTO_SLACK.
+    max_length: Any = 256
+
+
+EXTRACTS = ("none", "first_line")
+AUTO_SLACK = 8  # tokens added to a measured length: the end-of-turn tokens and a few words of chatter
 
 
 def plan(ctx: PlanContext, name: str, stage: dict[str, Any]) -> dict[str, Any]:
@@ -57,11 +69,55 @@ def plan(ctx: PlanContext, name: str, stage: dict[str, Any]) -> dict[str, Any]:
         problems += rows_problems(f"{where}.eval.tasks", settings["tasks"], task_row_problems)
     if settings["pairs"]:
         problems += rows_problems(f"{where}.eval.pairs", settings["pairs"], lambda row: check_row(row, "preference"))
+    if settings.get("extract") not in EXTRACTS:
+        problems.append(f"{where}.eval.extract: '{settings.get('extract')}' is not one of {', '.join(EXTRACTS)}")
+    problems += _auto_lengths(ctx, where, settings)
     problems += positive(f"{where}.eval", settings, ("max_rows", "max_new_tokens", "batch_size", "max_length"))
     problems += target_problems(f"{where}.eval.checker", settings.get("checker"))
     for problem in problems:
         ctx.problem(problem)
     return {"models": models, "settings": settings}
+
+
+def _auto_lengths(ctx: PlanContext, where: str, settings: dict[str, Any]) -> list[str]:
+    """Resolve `auto` generation and scoring lengths from the held-out rows, in the pipeline's tokens."""
+    auto = [k for k in ("max_new_tokens", "max_length") if settings.get(k) == "auto"]
+    bad = [k for k in ("max_new_tokens", "max_length") if isinstance(settings.get(k), str) and k not in auto]
+    problems = [f"{where}.eval.{k}: give a number of tokens or auto, not '{settings[k]}'" for k in bad]
+    if not auto or bad:
+        return problems
+    counter = TokenCounter.from_dir(ctx.tokenizer(), ctx.config["model"].get("chat_template")) \
+        if ctx.tokenizer() else None
+    if counter is None:
+        return [f"{where}.eval.{k}: auto measures the held-out rows with the pipeline's tokenizer, which is not a "
+                f"local folder with tokenizer.json; give a number" for k in auto]
+    rows = [{"prompt": _messages(r["prompt"]), "completion": [{"role": "assistant", "content": str(r["answer"])}]}
+            for r in _rows(settings.get("tasks"), task_row_problems)]
+    pairs = [to_trainer_rows(r, "preference", "preference")[0]
+             for r in _rows(settings.get("pairs"), lambda row: check_row(row, "preference"))]
+    measured = [m for m in counter.lengths(rows + pairs) if not isinstance(m, str)]
+    answers = [m for m in counter.lengths(rows) if not isinstance(m, str)]
+    if "max_new_tokens" in auto:
+        settings["max_new_tokens"] = max((full - prompt for prompt, full in answers), default=16) + AUTO_SLACK
+    if "max_length" in auto:
+        settings["max_length"] = max((full for _, full in measured), default=256) + AUTO_SLACK
+    ctx.note(where.removeprefix("stages."), f"eval lengths auto: max_new_tokens={settings['max_new_tokens']}, "
+             f"max_length={settings['max_length']} (measured on {len(measured)} held-out rows)")
+    return problems
+
+
+def _messages(prompt: Any) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _rows(path: str | None, problems_of: Any) -> list[dict[str, Any]]:
+    """The valid rows of a held-out file (bad rows are reported by `rows_problems`)."""
+    if not path:
+        return []
+    try:
+        return [row for _, row in iter_rows(Path(path)) if not isinstance(row, BadRow) and not problems_of(row)]
+    except (SourceError, OSError):
+        return []
 
 
 def _local_file(ctx: PlanContext, where: str, path: str | None) -> str | None:

@@ -37,6 +37,7 @@ class StageData:
     metrics: dict[str, float] = field(default_factory=dict)  # data/* counts for the manifest and the tracker
     fingerprints: dict[str, str] = field(default_factory=dict)  # source path -> content sha256 (lineage)
     notes: list[str] = field(default_factory=list)  # what was dropped or will be truncated
+    last_turn: bool = False  # conversations became prompt/completion pairs of their last assistant turn
 
 
 def load_source(source: Source) -> Any:
@@ -88,7 +89,7 @@ def load_stage_data(spec: StageSpec) -> StageData:
     for note in prepared.notes:
         log(spec, note)
     return StageData(materialize(rows.train), materialize(rows.evaluation) if rows.evaluation else None,
-                     rows.conversational, rows.metrics, fingerprints, prepared.notes)
+                     rows.conversational, rows.metrics, fingerprints, prepared.notes, prepared.settings.last_turn)
 
 
 @contextlib.contextmanager

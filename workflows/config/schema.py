@@ -19,6 +19,15 @@ VERSION_BASE = "1.3"  # Hydra's version_base: set here and nowhere else
 
 
 @dataclass
+class GgufConfig:
+    """A GGUF file as the starting checkpoint (posttrain/gguf.py): a path, or a file inside a package."""
+
+    path: str | None = None  # a .gguf file
+    package: str | None = None  # an installed Python package that ships the file (found, never imported)
+    file: str | None = None  # the file's name inside `package`
+
+
+@dataclass
 class ModelConfig:
     """The pipeline's starting checkpoint (the `checkpoint` node of the DAG)."""
 
@@ -29,6 +38,7 @@ class ModelConfig:
     architecture: str = "LlamaForCausalLM"  # transformers class built from `config`
     config: dict[str, Any] = field(default_factory=dict)  # config kwargs when building from scratch
     trust_remote_code: bool = False
+    gguf: GgufConfig | None = None  # convert this GGUF file in the checkpoint stage (name_or_path: null)
 
 
 @dataclass

@@ -31,6 +31,10 @@ from posttrain.spec import Source, StageSpec
 
 PLAN_SCAN_ROWS = 1_000_000  # rows per source the planner reads; the stage reads them all
 PLAN_LENGTH_SAMPLE = 10_000  # rows per source whose tokens the planner counts (~1 s with a BPE tokenizer)
+AUTO = "auto"  # `trainer.max_length: auto`: measured on the stage's rows with the policy's tokenizer
+AUTO_PERCENTILE = 99  # max_length auto covers this share of the measured rows whole ...
+AUTO_RESPONSE_TOKENS = 8  # ... and leaves at least this many response tokens after the longest prompt
+_PROBE_LENGTH = 1 << 30  # measuring pass: nothing is too long
 
 
 def _code_version() -> str:
@@ -98,6 +102,38 @@ def _read(source: Source, fmt: str, settings: Settings, counter: TokenCounter | 
     return checks
 
 
+def context_length(model: dict) -> int | None:
+    """The longest sequence the starting model takes: a GGUF header's, the built config's, a local dir's."""
+    if model.get("context_length"):
+        return int(model["context_length"])
+    if (model.get("config") or {}).get("max_position_embeddings") and not model.get("name_or_path"):
+        return int(model["config"]["max_position_embeddings"])
+    config = Path(str(model.get("name_or_path") or "")).expanduser() / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("max_position_embeddings")
+        except ValueError:
+            return None
+    return None
+
+
+def choose_max_length(checks: list[SourceCheck], context: int | None) -> tuple[int, str] | None:
+    """(max_length, the plan's line about it) from the measured rows: the AUTO_PERCENTILE-th percentile
+    of their lengths, at least the longest prompt + AUTO_RESPONSE_TOKENS, rounded up to a multiple
+    of 8, at most the model's context length. None when no row was measured."""
+    lengths = [pair for check in checks for pair in check.lengths]
+    if not lengths:
+        return None
+    fulls = sorted(full for _, full in lengths)
+    percentile = fulls[max(0, -(-len(fulls) * AUTO_PERCENTILE // 100) - 1)]
+    prompt = max(p for p, _ in lengths)
+    chosen = -(-max(percentile, prompt + AUTO_RESPONSE_TOKENS) // 8) * 8
+    capped = f", capped at the model's context length {context}" if context and chosen > context else ""
+    chosen = min(chosen, context) if context else chosen
+    return chosen, (f"max_length auto = {chosen} tokens: {len(fulls):,} rows measured, {AUTO_PERCENTILE}th percentile "
+                    f"{percentile}, longest {fulls[-1]}, longest prompt {prompt}{capped}")
+
+
 def check_pipeline_data(specs: dict[str, StageSpec], model: dict) -> tuple[list[str], dict[str, list[str]]]:
     """(problems, notes per stage) of every training stage's data.
 
@@ -115,8 +151,24 @@ def check_pipeline_data(specs: dict[str, StageSpec], model: dict) -> tuple[list[
         counter = _counter(tokenizer, spec.chat_template)
         skipped = [] if counter is not None or settings.max_length is None else [
             f"length check skipped: tokenizer '{tokenizer}' is not a local folder with tokenizer.json"]
+        chosen: list[str] = []
+        if settings.max_length == AUTO:
+            if counter is None:
+                problems.append(f"stages.{name}.trainer.max_length: auto measures the rows with the policy's "
+                                f"tokenizer, and '{tokenizer}' is not a local folder with tokenizer.json; "
+                                "give a number")
+                continue
+            settings.max_length = _PROBE_LENGTH
+            probe = prepare(spec, stage_type.formats, settings, counter, _read)
+            picked = choose_max_length(probe.checks, context_length(model))
+            if picked is None:
+                problems.extend(probe.problems or [f"stages.{name}.trainer.max_length: auto found no local rows to "
+                                                   "measure (hub or upstream data); give a number"])
+                continue
+            settings.max_length = spec.trainer["max_length"] = picked[0]
+            chosen.append(picked[1])
         prepared = prepare(spec, stage_type.formats, settings, counter, _read, notes=skipped)
         problems.extend(prepared.problems)
-        notes[name] = prepared.notes
+        notes[name] = chosen + prepared.notes
     save_file_hashes()
     return problems, notes

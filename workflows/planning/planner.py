@@ -26,6 +26,7 @@ from workflows.planning.dag import find_cycle, order
 from workflows.planning.data import check_pipeline_data
 from workflows.planning.errors import PlanError
 from workflows.planning.gates import plan_gate
+from workflows.planning.gguf import plan_gguf
 from workflows.planning.models import chat_template_problems, hub_model_problems, model_problems, tokenizer_problems
 from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
@@ -48,6 +49,9 @@ class Planner:
         self.problems: list[str] = []
         self.edges: dict[str, list[str]] = {}
         self.tracking = self._tracking(cfg["tracking"])
+        self.gguf, gguf_problems = plan_gguf(cfg["model"])  # a GGUF model's file (workflows/planning/gguf.py)
+        self.problems.extend(gguf_problems)
+        self.notes: dict[str, list[str]] = {}  # plan lines of stage type hooks, per stage
 
     # ---------------------------------------------------------------- PlanContext
 
@@ -85,6 +89,15 @@ class Planner:
         self.problem(f"stage '{stage}' needs '{ref}' ({key}), which the pipeline does not define "
                      f"(stages: {', '.join(options)}){did_you_mean(ref, options)}")
         return None
+
+    def tokenizer(self) -> str | None:
+        model = self.config["model"]
+        if self.gguf:
+            return self.gguf.tokenizer
+        return model.get("tokenizer") or model.get("name_or_path")
+
+    def note(self, stage: str, message: str) -> None:
+        self.notes.setdefault(stage, []).append(message)
 
     # ---------------------------------------------------------------- pieces of a spec
 
@@ -227,6 +240,8 @@ class Planner:
 
     def checkpoint_spec(self) -> StageSpec:
         model = dict(self.config["model"])
+        if self.gguf:  # the file the stage converts, by absolute path (fingerprinted by its bytes)
+            model["gguf"] = {"path": self.gguf.path, "sha256": self.gguf.sha256, **asdict(self.gguf.header)}
         return StageSpec(
             name=CHECKPOINT, type=CHECKPOINT, stage_dir=os.path.join(self.run_dir, CHECKPOINT),
             model_dir=model["name_or_path"] or self.output_dir(CHECKPOINT, "model"), seed=self.config["seed"],
@@ -285,7 +300,11 @@ class Planner:
             else:
                 specs[name] = self.stage_spec(name, stage)
         self._link(specs)
-        data_problems, data_notes = check_pipeline_data(specs, self.config["model"])
+        model = self.config["model"]
+        if self.gguf:
+            model = dict(model, tokenizer=self.tokenizer(),
+                         context_length=self.gguf.header.context_length if self.gguf.header else None)
+        data_problems, data_notes = check_pipeline_data(specs, model)
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
         if not self.stages:
@@ -304,7 +323,7 @@ class Planner:
             planned.append(self._planned(self.checkpoint_spec(), [], external=external))
         for name in order(self.edges, list(self.stages)):
             ups = list(dict.fromkeys(self.edges[name]))
-            planned.append(self._planned(specs[name], ups, notes=data_notes.get(name, [])))
+            planned.append(self._planned(specs[name], ups, notes=self.notes.get(name, []) + data_notes.get(name, [])))
         return Plan(self.config["name"], self.run_dir, planned, self.config, self.tracking)
 
     def _planned(self, spec: StageSpec, ups: list[str], external: bool = False,

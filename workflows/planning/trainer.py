@@ -265,6 +265,8 @@ def trainer_problems(name: str, trl_config: str, trainer: dict[str, Any], has_ev
         where = f"stages.{name}.trainer.{key}"
         if key in MANAGED_TRAINER_KEYS:
             problems.append(f"{where}: set by posttrain ({MANAGED_TRAINER_KEYS[key]})")
+        elif key == "max_length" and value == "auto":
+            continue  # measured on the stage's data (workflows/planning/data.py)
         elif key not in fields:
             problems.append(f"{where}: not a field of TRL's {trl_config}{did_you_mean(key, fields)}")
         elif not _check_type(value, fields[key]["type"]):

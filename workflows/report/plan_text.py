@@ -17,6 +17,10 @@ from workflows.launchers.runners import shell_join
 def describe(stage: PlannedStage) -> str:
     """`policy=sft  reference=sft  data=preference:prefs.jsonl  peft=lora  gate ...`."""
     spec = stage.spec
+    if spec.model is not None and spec.model.get("gguf"):  # the checkpoint, converted from a GGUF file
+        source = spec.model["gguf"]
+        types = ", ".join(f"{t} x{n}" for t, n in sorted(source["tensor_types"].items(), key=lambda x: -x[1]))
+        return f"convert {os.path.basename(source['path'])} ({source['architecture']}: {types}) to a HF model dir"
     if spec.model is not None:  # the checkpoint
         return f"model {spec.model['name_or_path']}" if stage.external else f"build {spec.model['architecture']} from config"
     parts = [f"policy={spec.policy.ref}"] if spec.policy else []

@@ -84,3 +84,15 @@ def test_a_format_takes_the_shape_the_stage_type_accepts():
     assert target_shape("alpaca", STAGE_TYPES["sft"].shapes) == "messages"
     assert target_shape("messages", ()) == "messages"  # a stage that takes no data: the format's own shape
     assert "preference" in STAGE_TYPES["kto"].formats and "messages" not in STAGE_TYPES["kto"].formats
+
+
+def test_last_turn_form_keeps_earlier_turns_as_prompt_and_drops_messages_after_the_last_answer():
+    from posttrain.data.formats import last_turn_as_completion, to_common_shape
+
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "1"}, {"role": "user", "content": "b"},
+                {"role": "assistant", "content": "2"}, {"role": "user", "content": "thanks"}]
+    pair = last_turn_as_completion({"messages": messages})
+    assert pair == {"prompt": messages[:4], "completion": [messages[4]]}
+    assert to_common_shape({"messages": messages}, ("prompt_completion", True)) == pair
+    assert to_common_shape(pair, ("messages", True)) == {"messages": messages[:5]}

@@ -97,3 +97,24 @@ def test_stage_process_refuses_to_start_when_its_gate_fails(tmp_path):
     manifest.write_text(json.dumps({"metrics": {"sft/accuracy": 0.7}}))
     enforce(spec)  # passes now, and forgets the old verdict
     assert not (tmp_path / "dpo" / "gated.json").exists()
+
+
+def test_auto_lengths_are_measured_on_the_held_out_rows_and_printed():
+    from posttrain.stage_types.eval import AUTO_SLACK
+
+    evaluation = plan("stages.eval.eval.max_new_tokens=auto", "stages.eval.eval.max_length=auto").stage("eval")
+    settings = evaluation.spec.settings
+    # the demo's answers are a few tokens of the tiny tokenizer; prompt + answer a few dozen
+    assert AUTO_SLACK < settings["max_new_tokens"] <= AUTO_SLACK + 12 and 20 < settings["max_length"] < 64
+    assert any(n.startswith(f"eval lengths auto: max_new_tokens={settings['max_new_tokens']}, max_length=")
+               for n in evaluation.notes)
+    assert "stages.eval.eval.extract: 'last' is not one of none, first_line" in problems("stages.eval.eval.extract=last")
+    assert "stages.eval.eval.max_length: give a number of tokens or auto, not 'long'" in problems(
+        "stages.eval.eval.max_length=long")
+
+
+def test_first_line_extraction_gives_the_checker_the_answer_of_a_chatty_model():
+    from stages.eval import extract
+
+    chatty = "\n68\nThe sum of 23 and 45 is 68 because..."
+    assert extract(chatty, "first_line") == "68" and extract(chatty, "none") == chatty

@@ -134,14 +134,15 @@ def test_conversations_need_a_chat_template(tmp_path):
                         f"model.chat_template={ROOT / 'demo/tiny_tokenizer/chat_template.jinja'}"]))
 
 
-def test_assistant_only_loss_needs_generation_markers_trl_can_use(tmp_path):
+def test_assistant_only_loss_without_generation_markers_trains_the_last_turn(tmp_path):
     template = tmp_path / "plain.jinja"
     template.write_text("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    [found] = problems(f"model.chat_template={template}")
-    assert found.startswith("stages.sft.trainer.assistant_only_loss: the chat template has no {% generation %}")
-    build_plan(compose(["+pipeline=sft_dpo", f"model.chat_template={template}",
-                        "stages.sft.trainer.assistant_only_loss=false"]))
+    plan = build_plan(compose(["+pipeline=sft_dpo", f"model.chat_template={template}"]))
+    assert any("no {% generation %} markers: the loss covers each conversation's last assistant turn" in n
+               for n in plan.stage("sft").notes)
+    marked = build_plan(compose(["+pipeline=sft_dpo"]))  # the demo template has markers: every assistant turn
+    assert not any("generation %} markers" in n for n in marked.stage("sft").notes)
 
 
 def test_long_rows_are_counted_and_the_truncation_explained():
@@ -179,3 +180,25 @@ def test_validation_is_cached_by_content(tmp_path, monkeypatch):
     write_jsonl(source, [chat("copy: ab", "ab"), chat("copy: cd", "")])
     with pytest.raises(PlanError, match="row 2: 'messages' message 2 \\(assistant\\) is empty"):
         build_plan(compose(overrides))
+
+
+def test_max_length_auto_is_measured_with_the_policys_tokenizer_and_printed():
+    plan = build_plan(compose(["+pipeline=sft_dpo", "tracking=none", "stages.sft.trainer.max_length=auto",
+                               "stages.dpo.trainer.max_length=auto"]))
+    for name in ("sft", "dpo"):
+        stage = plan.stage(name)
+        chosen = stage.spec.trainer["max_length"]
+        assert isinstance(chosen, int) and chosen % 8 == 0 and 16 <= chosen <= 64  # tiny model: context 64
+        assert stage.notes[0].startswith(f"max_length auto = {chosen} tokens: ") and "99th percentile" in stage.notes[0]
+        assert not any("longer than max_length" in n for n in stage.notes)  # the demo's rows all fit
+
+
+def test_max_length_auto_is_capped_at_the_models_context_length():
+    from posttrain.data.check import SourceCheck
+    from workflows.planning.data import choose_max_length
+
+    check = SourceCheck("s.jsonl", "messages", "messages", lengths=[[10, 20]] * 98 + [[90, 100], [150, 300]])
+    assert choose_max_length([check], None)[0] == 160  # the longest prompt + 8, rounded up to 8
+    chosen, note = choose_max_length([check], 128)
+    assert chosen == 128 and note.endswith("capped at the model's context length 128")
+    assert choose_max_length([SourceCheck("s", "messages", "messages")], 128) is None
