@@ -88,6 +88,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+class UnreadableTokenizer(ValueError):
+    """tokenizer.json or tokenizer_config.json is there but is not what it claims to be."""
+
+
 class TokenCounter:
     """(prompt tokens, longest full sequence) per trainer row, with the policy's tokenizer."""
 
@@ -95,9 +99,13 @@ class TokenCounter:
         from tokenizers import Tokenizer
 
         self.tokenizer_dir = tokenizer_dir
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
         config_path = tokenizer_dir / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+            config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        except Exception as e:  # the tokenizers library raises a bare Exception on a malformed file
+            raise UnreadableTokenizer(f"the tokenizer in '{tokenizer_dir}' cannot be read ({e}); "
+                                      "save it again with tokenizer.save_pretrained") from None
         self.special = {k: _token_text(config[k]) for k in SPECIAL_TOKENS if config.get(k)}
         self.eos = self.special.get("eos_token") or ""
         self.template_source = chat_template

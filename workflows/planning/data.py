@@ -22,7 +22,7 @@ from posttrain.data import tokens as tokens_module
 from posttrain.data.check import Settings, SourceCheck, check_source, display_path
 from posttrain.data.files import dataset_fingerprint, iter_rows, save_file_hashes, source_files
 from posttrain.data.prepare import Deferred, prepare
-from posttrain.data.tokens import TokenCounter
+from posttrain.data.tokens import TokenCounter, UnreadableTokenizer
 from posttrain.hashing import cache_root
 from posttrain.jsonio import write_json
 from posttrain.refs import CHECKPOINT, is_hub_id
@@ -148,7 +148,11 @@ def check_pipeline_data(specs: dict[str, StageSpec], model: dict) -> tuple[list[
             continue
         settings = Settings.from_spec(spec, stage_type.trl_config, stage_type.shapes)
         tokenizer = pipeline_tokenizer(name, specs, model)
-        counter = _counter(tokenizer, spec.chat_template)
+        try:
+            counter = _counter(tokenizer, spec.chat_template)
+        except UnreadableTokenizer as e:
+            problems.append(f"stages.{name}: {e}")
+            continue
         skipped = [] if counter is not None or settings.max_length is None else [
             f"length check skipped: tokenizer '{tokenizer}' is not a local folder with tokenizer.json"]
         chosen: list[str] = []

@@ -62,3 +62,13 @@ def test_model_references_that_cannot_load_are_refused_before_anything_runs(tmp_
     assert plan.stage("sft").spec.policy.path == "org/cached"
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online: an uncached id is the stage's to download
     build_plan(compose(["+pipeline=sft_dpo", "tracking=none", "model=hf", "model.name_or_path=org/missing"]))
+
+
+def test_a_corrupt_tokenizer_is_named_before_anything_runs(tmp_path):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (corrupt / name).write_text("not what it claims to be")
+    found = problems(f"stages.sft.policy={corrupt}", "stages.dpo.enabled=false", "stages.eval.enabled=false")
+    assert found == [f"stages.sft: the tokenizer in '{corrupt}' cannot be read (expected ident at line 1 column 2); "
+                     "save it again with tokenizer.save_pretrained"], found

@@ -74,10 +74,14 @@ def test_sft_dpo_chain_completes_in_order_with_a_two_task_srun_stage(tmp_path: P
 def test_a_failed_stage_cancels_its_dependents_which_never_run(tmp_path: Path):
     run_dir = tmp_path / "run"
     not_a_model = tmp_path / "not_a_model"
-    not_a_model.mkdir()  # exists, so the plan accepts it; loading it fails in the job
+    not_a_model.mkdir()  # shaped like a model folder, so the plan accepts it; loading it fails in the job
+    for file in ("config.json", "model.safetensors"):
+        (not_a_model / file).write_text("not what it claims to be")
+    shutil.copytree(ROOT / "demo" / "tiny_tokenizer", not_a_model, dirs_exist_ok=True)  # the plan reads this
     pwned = tmp_path / "pwned"
     result = run_cli("+pipeline=sft_dpo", *lean(run_dir, "sft", "dpo"), "launcher.wait=true",
-                     f"stages.sft.policy={not_a_model}", f"name='x; touch {pwned}'", timeout=600)
+                     f"stages.sft.policy={not_a_model}", f"launcher.job_name_prefix='x; touch {pwned}'",
+                     timeout=600)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     summary = read_summary(run_dir)
     assert summary["sft"]["status"] == "failed" and "FAILED" in summary["sft"]["reason"]
@@ -94,7 +98,7 @@ def test_a_failed_stage_cancels_its_dependents_which_never_run(tmp_path: Path):
     assert not (run_dir / "dpo" / "manifest.json").exists()
     names = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobName", "-j", ",".join(ids.values())],
                            capture_output=True, text=True).stdout.split("\n")
-    assert f"posttrain-x; touch {pwned}-dpo" in names  # the hostile run name reached Slurm as a name...
+    assert f"x; touch {pwned}-sft_dpo-dpo" in names  # the hostile prefix reached Slurm as a name...
     assert not pwned.exists()  # ...and nothing ran it
 
 
