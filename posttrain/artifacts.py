@@ -7,6 +7,7 @@
       checkpoints/      the Trainer's checkpoint-N folders, for resuming
       model/ adapter/ dataset/ results/   the outputs (which ones depends on the stage type)
       manifest.json     written last and atomically: a folder without it is not done
+      completions.jsonl RL stages: sampled completions with their rewards, per logging step
       gated.json        the verdict of a gate that refused to start the stage
 """
 
@@ -27,10 +28,12 @@ MODEL, ADAPTER, DATASET, RESULTS = "model", "adapter", "dataset", "results"
 MANIFEST = "manifest.json"
 GATED_FILE = "gated.json"
 SUMMARY = "summary.json"  # in the run_dir: one entry per stage of the latest invocation
+COMPLETIONS_FILE = "completions.jsonl"  # <stage>/completions.jsonl: an RL stage's scored samples (stages/lib/rl.py)
 TABLE_FILE = "table.txt"  # <stage>/results/table.txt: the models a stage measured, side by side
 # What a stage writes in its folder; cleared before a run that does not resume (stage.log is kept).
 STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET)
-OUTPUT_DIRS = {"model": MODEL, "dataset": DATASET, "metrics": RESULTS}  # a stage type's `output` -> its folder
+# A stage type's `output` -> its folder (a reward model is a model dir too, with a sequence-classification head).
+OUTPUT_DIRS = {"model": MODEL, "reward_model": MODEL, "dataset": DATASET, "metrics": RESULTS}
 
 
 @dataclass

@@ -25,7 +25,8 @@ def attach_progress(trainer: Any, spec: StageSpec) -> None:
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            keys = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "kl", "learning_rate")
+            keys = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "reward", "kl", "accuracy",
+                    "eval_accuracy", "learning_rate")
             parts = [f"{k} {logs[k]:.4g}" for k in keys if isinstance(logs.get(k), (int, float))]
             elapsed = time.time() - getattr(self, "start", time.time())
             print(f"[{spec.name}] step {state.global_step}/{state.max_steps}  {'  '.join(parts)}  {elapsed:.0f}s",
