@@ -45,16 +45,21 @@ def completion_log(trainer: Any, spec: StageSpec, weights: list[float]) -> Any:
     names = [e["name"] for e in spec.settings["rewards"]]
 
     class CompletionLog(TrainerCallback):
+        logged_step = -1  # the final summary log repeats the last step
+
         def on_train_begin(self, args, state, control, **kwargs):
             if not is_main_process() or not keep:
                 return
             old = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
             path.write_text("".join(json.dumps(r) + "\n" for r in old if r["step"] <= state.global_step))  # resumed
+            self.logged_step = state.global_step
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs_ = getattr(trainer, "_logs", None)  # GRPO/RLOO keep the latest generation batch here, gathered
-            if not is_main_process() or not keep or not logs_ or not logs_["prompt"]:
+            if not is_main_process() or not keep or not logs_ or not logs_["prompt"] or \
+                    state.global_step == self.logged_step:
                 return
+            self.logged_step = state.global_step
             rows = []
             for i in range(min(keep, len(logs_["prompt"]))):
                 rewards = {n: _finite(logs_["rewards"][n][i]) for n in names if len(logs_["rewards"][n]) > i}

@@ -80,3 +80,13 @@ def test_rl_settings_and_references_are_checked(tmp_path):
                 pipeline="sft_dpo_grpo").stage("rloo")
     assert rloo.spec.reference.path == str(Path(rloo.spec.stage_dir).parent / "checkpoint" / "model")
     assert "checkpoint" in rloo.upstream and rloo.spec.trainer["beta"] == 0.05
+
+
+def test_on_slurm_the_rl_stage_is_one_job_that_waits_for_both_upstream_jobs():
+    from workflows.launchers import launcher_for
+
+    p = plan("launcher=slurm", "launcher.gpus_per_node=8", "+deepspeed@stages.grpo.deepspeed=zero3", pipeline=RM)
+    scripts = {block.split("\n", 1)[0]: block for block in launcher_for("slurm").dry_run(p).split("==> ")[1:]}
+    grpo = scripts[str(Path(p.run_dir) / "grpo" / "job.sbatch")]
+    assert "--dependency=afterok:<job of sft>:<job of rm> --kill-on-invalid-dep=yes" in grpo
+    assert "#SBATCH --gpus-per-node=8" in grpo and "-m stages.grpo" in grpo and "grpo/stage.yaml" in grpo
