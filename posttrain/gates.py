@@ -1,17 +1,7 @@
-"""Gates: a stage runs only when an upstream stage's metric is in bounds.
-
-    stages.dpo.gate: {metric: sft_eval/sft/accuracy, min: 0.5}
-
-The metric is `<stage>/<key>`: `<stage>` is an upstream stage (an edge of the DAG), `<key>` a metric
-of its manifest. An eval stage's keys are `<model>/<metric>` (stages/eval.py), so
-`sft_eval/sft/accuracy` is the task accuracy of model `sft` measured by stage `sft_eval`; any other
-stage's manifest metrics work too (`sft/eval_loss`, `dpo/eval_rewards/accuracies`).
-
-A failed gate marks the stage `gated` (its downstream stages are skipped, the run exits non-zero)
-with the reason `gate sft_eval/sft/accuracy=0.31 < min 0.5`. A launcher may check before it starts
-the stage process (`judge`); the stage process checks again when it starts (`enforce`), so a gate
-holds on any launcher: there it exits with GATED_EXIT_CODE and leaves <stage>/gated.json.
-Stdlib only: the orchestrator and every stage process import this.
+"""Gates: a stage runs only when an upstream stage's metric (`<stage>/<key>` of its manifest) is within
+bounds. A launcher may check before starting the stage (`judge`); the stage process checks again
+(`enforce`), so a gate holds on any launcher: a refused stage exits GATED_EXIT_CODE and leaves
+gated.json. Stdlib only.
 """
 
 from __future__ import annotations

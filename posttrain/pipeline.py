@@ -1,11 +1,15 @@
 """The typed record of one invocation: its planned stages in DAG order, and what became of each.
 
 The planner (workflows/planning/) builds a `Plan`; launchers turn each `PlannedStage` into a
-`StageResult`; summary.json holds the results; trackers and reports read both.
+`StageResult`; summary.json holds the results; trackers and reports read both. plan.json holds a
+`PlanRecord`: the plan as `posttrain status` and `posttrain report` read it back from a run_dir.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,3 +80,53 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status.value}
+
+
+@dataclass
+class StageRecord:
+    """One planned stage as plan.json keeps it."""
+
+    name: str
+    type: str
+    upstream: list[str]
+    reason: str
+    stage_dir: str
+    output_dir: str
+    fingerprint: str | None = None
+    external: bool = False
+
+
+@dataclass
+class PlanRecord:
+    """plan.json: what one invocation set out to do, and who does it (written before any stage starts)."""
+
+    name: str
+    run_dir: str
+    stages: list[StageRecord]
+    launcher: str
+    tracking: str  # the tracking backend's name
+    started_at: float
+    pid: int  # the orchestrator's
+    host: str
+    command: str = ""
+    plan_text: str = ""  # as printed before the run
+
+    @classmethod
+    def of(cls, plan: Plan, command: str, plan_text: str) -> PlanRecord:
+        stages = [StageRecord(s.name, s.type, list(s.upstream), s.reason, s.stage_dir, s.spec.model_dir,
+                              s.spec.fingerprint, s.external) for s in plan.stages]
+        return cls(plan.name, plan.run_dir, stages, str(plan.config["launcher"].get("name")), plan.tracking.backend,
+                   time.time(), os.getpid(), socket.gethostname(), command, plan_text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanRecord:
+        """Raises: KeyError or TypeError for a record that is not a plan.json."""
+        known = StageRecord.__dataclass_fields__
+        stages = [StageRecord(**{k: v for k, v in s.items() if k in known}) for s in data["stages"]]
+        return cls(**{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "stages": stages})
+
+    def stage(self, name: str) -> StageRecord:
+        return next(s for s in self.stages if s.name == name)

@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from posttrain.artifacts import TABLE_FILE
+from posttrain.artifacts import METRICS_FILE, TABLE_FILE
 from posttrain.data.files import iter_rows
 from posttrain.data.formats import to_trainer_rows
 from posttrain.spec import ModelRef, StageSpec
 from posttrain.tracking import backend
 from posttrain.verifiers import load_verifier, prompt_text, response_text, verify
+from stages.lib import progress
 from stages.lib.common import load_spec, log, write_manifest
 from stages.lib.models import load_model
 from stages.lib.sampling import generate, load, response_logprobs
@@ -122,10 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     log(spec, f"{len(tasks)} held-out prompts, {len(pairs)} held-out pairs, models: "
               + ", ".join(str(m.label) + (f" (reference {m.reference.ref})" if m.reference else "")
                           for m in spec.models))
-    for entry in spec.models:
+    progress.begin(0, len(spec.models), phase="evaluating")  # step = models measured so far
+    for done, entry in enumerate(spec.models, 1):
         began = time.time()
         by_model[str(entry.label)] = evaluate(entry, spec, tasks, scorer, checker, samples)
         shown = {k: round(v, 3) for k, v in by_model[str(entry.label)].items() if "/" not in k}
+        progress.update(step=done, metrics={f"{entry.label}/{k}": v for k, v in shown.items()})
         log(spec, f"{entry.label}: {shown}  {time.time() - began:.1f}s")
     results_dir = Path(spec.model_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     seen = {r["task"]: r.get("seen") for r in by_kind if r.get("task")}
     table = side_by_side(by_model, seen)
     (results_dir / TABLE_FILE).write_text(table + "\n")
-    (results_dir / "metrics.json").write_text(json.dumps(by_model, indent=2))
+    (results_dir / METRICS_FILE).write_text(json.dumps(by_model, indent=2))
     log(spec, "held-out results:\n" + table)
     log_tables(spec, results_dir)
     metrics = {f"{label}/{k}": v for label, values in by_model.items() for k, v in values.items()}

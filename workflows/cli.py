@@ -17,7 +17,10 @@ import importlib
 import sys
 
 # name -> (module whose main(argv) -> int runs it, one line of help). Plain data: a command is one line.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "status": ("workflows.status", "where every stage of a run_dir stands: step, ETA, errors, jobs, links"),
+    "report": ("workflows.report.html", "write <run_dir>/report.html: curves, evaluations, the DAG, the summary"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,8 @@ from workflows.config import normalize_overrides, register
 from workflows.config.schema import VERSION_BASE
 from workflows.launchers import launcher_for
 from workflows.planning import PlanError, build_plan
-from workflows.report.plan_text import render_plan
+from workflows.report.html import report_at_end
+from workflows.report.plan_text import render_plan, write_plan
 from workflows.report.summary import render_summary, write_summary
 from workflows.state.decide import decide
 from workflows.state.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
@@ -47,11 +48,14 @@ def main(cfg: DictConfig) -> None:
         if extra := launcher.dry_run(plan):  # e.g. the Slurm launcher prints its exact job scripts
             print(extra)
         return
+    write_plan(plan)  # <run_dir>/plan.json: `posttrain status` follows the run from it
     try:
         with tracked(plan) as tracker:  # checks the store first; ends every run with its true status
             results = launcher.run(plan, tracker)
             path = write_summary(plan, results)
             tracker.log_summary(path)
+            if report := report_at_end(plan, results):  # <run_dir>/report.html: curves, evals, DAG
+                tracker.log_summary(report)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,18 +1,6 @@
-"""Row and source checks of a stage's data, with the trainer's length and loss-mask rules.
-
-Checks, per row (`check_source`): unparseable rows (bad JSON, ragged CSV), missing or wrong-typed
-columns (with a guess of the format the row looks like), empty prompt/response/turns, unknown
-roles and conversations without an assistant turn, `chosen == rejected`, implicit-prompt pairs
-with no shared prefix, KTO labels that are not booleans, a source mixing conversations and plain
-strings, exact duplicates (after conversion: an alpaca row equal to a messages row counts; across
-the sources of a stage; an eval row equal to a training row), a chat template that refuses the
-row, and, with the policy's tokenizer, rows whose prompt alone fills `max_length` (the trainer
-would silently drop them). Rows longer than `max_length` are counted, and the plan says what
-truncation will cut. Per stage: source formats the stage takes, mixing conversations with
-plain strings, conversational data without a chat template, empty sources, weights, eval fraction.
-
-The same functions run at plan time (posttrain/data/prepare.py, from the orchestrator) and in the
-stage process, so the stage keeps exactly the rows the plan promised.
+"""Row and source checks of a stage's data, with the trainer's length and loss-mask rules
+(the list of checks: README.md, "Validation before any compute"). The planner and the stage process
+run the same functions (through prepare.py), so the stage keeps exactly the rows the plan promised.
 """
 
 from __future__ import annotations

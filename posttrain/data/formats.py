@@ -1,23 +1,6 @@
-"""Data formats: what a row must look like, and the columns a TRL trainer receives from it.
-
-Pure Python (no datasets/transformers): the planner checks rows with these functions before any
-compute is spent, and the stage process drops and converts the very same rows with them.
-
-Formats (`data.format`, or per source `sources[i].format`) and what they become:
-
-| format                | row                                                     | trainer columns          |
-|-----------------------|---------------------------------------------------------|--------------------------|
-| `text`                | `text`                                                  | `text` (language model)  |
-| `alpaca`              | `instruction`, optional `input`, `output` (+`system`)   | `messages`               |
-| `sharegpt`            | `conversations`: [{`from`, `value`}]                    | `messages`               |
-| `messages`            | `messages`: [{`role`, `content`}]                       | `messages`               |
-| `prompt_completion`   | `prompt`, `completion` (strings or message lists)       | same                     |
-| `preference`          | `chosen`, `rejected`, `prompt` (explicit or implicit)   | `prompt/chosen/rejected` |
-| `unpaired_preference` | `prompt`, `completion`, `label` (bool)                  | same                     |
-| `prompt`              | `prompt`, optional `answer` (reference) and `task`      | `prompt`, `answer`, `task` |
-
-Preference pairs become two unpaired rows for KTO. Responses are never edited: chain-of-thought
-(`<think>...</think>`) reaches the trainer verbatim.
+"""Data formats: what a row must look like, and the columns a TRL trainer receives from it (the
+table: README.md, "Data"). One `DataFormat` record per format; pure Python, so the planner and the
+stage check and convert the very same rows. Responses are never edited.
 """
 
 from __future__ import annotations

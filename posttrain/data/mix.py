@@ -1,16 +1,6 @@
-"""Mixtures: which rows of which source a stage trains and evaluates on, as pure, seeded arithmetic.
-
-The planner reports the resulting counts and the stage builds its datasets from the same indices.
-Per source, in order:
-  1. `max_rows` caps it: a seeded random sample of that many rows (file order kept);
-  2. `eval_fraction` (when no `eval_sources`) carves a seeded sample off it for evaluation, so an
-     eval row is never also a training row, whatever the weights;
-  3. `weight`s share the training rows out: the total stays the sum of the sources' (capped,
-     carved) sizes and each source gets `total * weight / sum(weights)` rows (largest remainder
-     rounding). A source above its natural share is repeated (whole passes, then a seeded sample
-     of the remainder); one below it is subsampled without replacement. No weight anywhere = plain
-     concatenation; an unset weight next to set ones counts as 1.0.
-Finally the training rows are shuffled with the seed (`shuffle: true`); evaluation rows keep order.
+"""Mixtures: which rows of which source a stage trains and evaluates on, as pure, seeded arithmetic
+(per source: `max_rows` cap, then the `eval_fraction` carve-out, then `weight`s share the training
+rows out; README.md, "Mixtures"). The planner reports the counts; the stage takes the same rows.
 """
 
 from __future__ import annotations

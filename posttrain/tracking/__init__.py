@@ -36,7 +36,8 @@ class PipelineTracker(Protocol):
     def stage_end(self, stage: PlannedStage, result: StageResult) -> None:
         """Every stage that ran, was cached, skipped or gated."""
 
-    def log_summary(self, path: str) -> None: ...
+    def log_summary(self, path: str) -> None:
+        """Attach a file of the invocation's outcome (summary.json, report.html) to its record."""
 
     def close(self, status: str | None = None, pictures: Pictures | None = None) -> None:
         """End the invocation's record: `status` KILLED/FAILED on an abort, None = from the stages.
@@ -63,6 +64,13 @@ class Backend(Protocol):
     def log_table(self, spec: StageSpec, name: str, columns: dict[str, list[Any]]) -> None: ...
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None: ...
+
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        """In a stage process, once its Trainer exists: shape what the Trainer itself reports here."""
+
+    def run_link(self, stage_dir: str) -> str | None:
+        """Where the latest attempt of the stage in `stage_dir` is shown (a URL, or the run and its store),
+        from what the stage folder records; None when it has no record. No store is contacted."""
 
 
 def backend(name: str) -> Backend:

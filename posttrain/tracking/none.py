@@ -45,5 +45,11 @@ class NullBackend:
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
         pass
 
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        pass
+
+    def run_link(self, stage_dir: str) -> None:
+        return None
+
 
 BACKEND = NullBackend()

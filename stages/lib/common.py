@@ -17,6 +17,7 @@ from posttrain.artifacts import Manifest, StageDir
 from posttrain.gates import enforce as enforce_gate
 from posttrain.spec import SpecError, StageSpec
 from posttrain.tracking import backend
+from stages.lib import progress
 from stages.lib.distributed import adopt_srun_ranks, init_deepspeed, world_size
 
 
@@ -31,6 +32,7 @@ def load_spec(argv: list[str] | None = None) -> StageSpec:
         raise SystemExit(f"error: {err}") from None
     adopt_srun_ranks(spec)  # runner=srun: this process's rank comes from its scheduler task id
     enforce_gate(spec)  # a failed gate (posttrain/gates.py) exits here, on any launcher
+    progress.start(spec)  # progress.json: `posttrain status` sees the process from here on
     backend(spec.tracking.backend).attach(spec)  # rank 0 opens the stage's tracking run, ends it truthfully
     return spec
 

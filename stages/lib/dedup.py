@@ -1,23 +1,23 @@
-"""Exact and near-duplicate detection for synthetic data. Stdlib only.
+"""Exact and near-duplicate detection for synthetic data.
 
 Texts are normalised (case, whitespace, punctuation) and compared as sets of character n-grams
 (shingles): two texts are near-duplicates when their Jaccard similarity reaches `threshold`.
-MinHash signatures split in bands (locality-sensitive hashing) propose candidate pairs, and the
-exact Jaccard of each candidate decides, so the cost grows with the number of texts, not its
-square; below a threshold of 0.5 every pair is compared instead.
+datasketch's MinHash LSH proposes candidate pairs and the exact Jaccard of each candidate decides,
+so the cost grows with the number of texts, not its square; below a threshold of 0.5 every pair
+is compared instead.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
-import struct
+
+from datasketch import MinHash, MinHashLSH
 
 _PUNCT = re.compile(r"[^\w\s]")
-_PRIME = (1 << 61) - 1
-NUM_HASHES = 64
+NUM_PERM = 64  # MinHash permutations, in BANDS bands of NUM_PERM // BANDS rows
 BANDS = 16  # 16 bands of 4 rows: pairs above ~0.5 Jaccard collide in some band with high probability
+# (recall first: datasketch's own choice for a threshold balances false negatives against false
+# positives, but a missed near-duplicate stays in the data, while a false candidate costs one Jaccard)
 LSH_MIN_THRESHOLD = 0.5  # below it, every indexed text is compared (exact, slower)
 
 
@@ -40,24 +40,22 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def _hash(shingle: str) -> int:
-    return struct.unpack("<Q", hashlib.blake2b(shingle.encode(), digest_size=8).digest())[0]
-
-
 class NearDuplicates:
     """An index of the texts kept so far; `add` says whether a new text is a duplicate of one of them."""
 
     def __init__(self, threshold: float, n: int = 3, seed: int = 0):
-        self.threshold, self.n = threshold, n
-        rng = random.Random(seed)
-        self.params = [(rng.randrange(1, _PRIME), rng.randrange(0, _PRIME)) for _ in range(NUM_HASHES)]
+        self.threshold, self.n, self.seed = threshold, n, seed
         self.exact: dict[str, int] = {}
         self.sets: list[frozenset[str]] = []
-        self.buckets: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        # Below LSH_MIN_THRESHOLD banding would miss loose matches (every text is compared instead);
+        # at 1 only exact duplicates count.
+        self.lsh = (MinHashLSH(num_perm=NUM_PERM, params=(BANDS, NUM_PERM // BANDS))
+                    if LSH_MIN_THRESHOLD <= threshold < 1 else None)
 
-    def _signature(self, grams: frozenset[str]) -> list[int]:
-        hashes = [_hash(g) for g in grams]
-        return [min((a * h + b) % _PRIME for h in hashes) for a, b in self.params]
+    def _minhash(self, grams: frozenset[str]) -> MinHash:
+        signature = MinHash(num_perm=NUM_PERM, seed=self.seed)
+        signature.update_batch([g.encode() for g in sorted(grams)])
+        return signature
 
     def find(self, text: str) -> tuple[str, int] | None:
         """('duplicate' | 'near_duplicate', index of the earlier text) or None for a new text."""
@@ -67,15 +65,9 @@ class NearDuplicates:
         if self.threshold >= 1:
             return None
         grams = shingles(text, self.n)
-        rows = NUM_HASHES // BANDS
-        signature = self._signature(grams)
-        if self.threshold < LSH_MIN_THRESHOLD:  # banding would miss such loose matches: compare with all
-            candidates = set(range(len(self.sets)))
-        else:
-            candidates = {i for band in range(BANDS)
-                          for i in self.buckets.get((band, tuple(signature[band * rows:(band + 1) * rows])), [])}
-        for i in sorted(candidates):
-            if jaccard(grams, self.sets[i]) >= self.threshold:
+        candidates = range(len(self.sets)) if self.lsh is None else sorted(self.lsh.query(self._minhash(grams)))
+        for i in candidates:
+            if jaccard(grams, self.sets[i]) >= self.threshold:  # LSH proposes, the exact Jaccard decides
                 return "near_duplicate", i
         return None
 
@@ -85,13 +77,9 @@ class NearDuplicates:
         if found is not None:
             return found
         index = len(self.sets)
-        key = normalize(text)
-        self.exact[key] = index
+        self.exact[normalize(text)] = index
         grams = shingles(text, self.n)
         self.sets.append(grams)
-        if self.threshold < 1:
-            rows = NUM_HASHES // BANDS
-            signature = self._signature(grams)
-            for band in range(BANDS):
-                self.buckets.setdefault((band, tuple(signature[band * rows:(band + 1) * rows])), []).append(index)
+        if self.lsh is not None:
+            self.lsh.insert(index, self._minhash(grams))
         return None

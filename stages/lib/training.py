@@ -6,31 +6,33 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from posttrain.progress import step_line
 from posttrain.spec import StageSpec
+from posttrain.tracking import backend
+from stages.lib import progress
 from stages.lib.common import last_checkpoint, log, write_manifest
 from stages.lib.interrupt import save_on_signal
 from stages.lib.models import save_model
 
 
 def attach_progress(trainer: Any, spec: StageSpec) -> None:
-    """Replace the Trainer's dict printer by one compact line per logging step:
-    `[sft] step 20/300  loss 1.23  12s`."""
+    """Replace the Trainer's dict printer by one compact line per logging step,
+    `[sft] step 20/300  loss 1.23  12s`, and keep progress.json and history.jsonl (stages/lib/progress.py)."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.time()
+            if state.is_world_process_zero:
+                progress.begin(state.global_step, state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            keys = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "reward", "kl", "accuracy",
-                    "eval_accuracy", "learning_rate")
-            parts = [f"{k} {logs[k]:.4g}" for k in keys if isinstance(logs.get(k), (int, float))]
+            progress.log_step(state.global_step, state.max_steps, logs)
             elapsed = time.time() - getattr(self, "start", time.time())
-            print(f"[{spec.name}] step {state.global_step}/{state.max_steps}  {'  '.join(parts)}  {elapsed:.0f}s",
-                  flush=True)
+            print(step_line(spec.name, state.global_step, state.max_steps, logs, elapsed), flush=True)
 
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(Progress())
@@ -54,6 +56,7 @@ def train_and_finish(trainer: Any, tokenizer: Any, spec: StageSpec, data: Any, i
                      **manifest_extra: Any) -> None:
     """Run `trainer` to the end and mark the stage complete (the manifest is written last)."""
     attach_progress(trainer, spec)
+    backend(spec.tracking.backend).adapt_trainer(spec, trainer)  # MLflow: curves first (tracking/mlflow/keys.py)
     save_on_signal(trainer, spec)  # SIGTERM/USR1: checkpoint now, exit, resume next run
     resume = last_checkpoint(spec)
     if resume:

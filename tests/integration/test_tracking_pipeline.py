@@ -6,12 +6,14 @@ only when the stage builds its config), so one invocation shows both a finished 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import fast_overrides, read_summary, run_cli
+from tests.conftest import ROOT, fast_overrides, read_summary, run_cli
 from posttrain.tracking.redact import REDACTED
 
 pytestmark = pytest.mark.slow
@@ -135,3 +137,29 @@ def test_the_dpo_model_is_registered(tracked_run):
     assert version.run_id == dpo.info.run_id and version.source == f"runs:/{dpo.info.run_id}/model"
     files = {Path(a.path).name for a in tracked_run["client"].list_artifacts(dpo.info.run_id, "model")}
     assert {"config.json", "model.safetensors"} <= files
+
+
+def test_stage_runs_open_on_curves_and_the_parent_carries_the_report(tracked_run):
+    client, parent, stage = tracked_run["client"], tracked_run["parent"], tracked_run["stage"]
+    summary = read_summary(tracked_run["run_dir"])
+    for name in ("sft", "dpo"):
+        run = stage[name]
+        assert run.data.params["data/rows"] == str(summary[name]["metrics"]["data/rows"])
+        assert not [k for k in run.data.metrics if k.startswith("data/")], "one-point data charts above the curves"
+        assert len(client.get_metric_history(run.info.run_id, "loss")) > 1
+    # MLflow draws named sections (the key before its last `/`) first, alphabetically: DPO's first
+    # section's first chart is a training curve, and the held-out values sit beside their curves
+    dpo = stage["dpo"]
+    sections = sorted({k.rpartition("/")[0] for k in dpo.data.metrics if "/" in k})
+    assert not [s for s in sections if s.startswith(("eval_", "data"))], sections
+    first = min(k for k in dpo.data.metrics if k.rpartition("/")[0] == sections[0])
+    assert len(client.get_metric_history(dpo.info.run_id, first)) > 1, first
+    assert "rewards/eval_accuracies" in dpo.data.metrics and "eval_rewards/accuracies" not in dpo.data.metrics
+    assert tracked_run["parent"].data.metrics["dpo.eval_rewards/accuracies"] == pytest.approx(
+        summary["dpo"]["metrics"]["eval_rewards/accuracies"])  # TRL's names outside the stage run
+    assert parent.data.params["dpo.data/rows"] == str(summary["dpo"]["metrics"]["data/rows"])
+    assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    status = subprocess.run([sys.executable, "-m", "workflows.status", str(tracked_run["run_dir"]), "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    links = {s["name"]: s["run_link"] for s in json.loads(status.stdout)["stages"]}
+    assert stage["dpo"].info.run_id in links["dpo"] and "mlflow ui --backend-store-uri sqlite:///" in links["dpo"]

@@ -1,11 +1,14 @@
 """A stage folder's records (posttrain/artifacts.py): the manifest round-trips with its extra keys
-flat in the JSON, and only checkpoints whose trainer_state.json is whole count as complete."""
+flat in the JSON, only checkpoints whose trainer_state.json is whole count as complete, progress
+gives an ETA from the attempt's own rate, and the history has one entry per logged step."""
 
 from __future__ import annotations
 
 import json
 
-from posttrain.artifacts import MANIFEST, Manifest, StageDir
+import pytest
+
+from posttrain.artifacts import HISTORY_FILE, MANIFEST, PROGRESS_FILE, Manifest, Progress, StageDir
 
 
 def test_manifest_round_trip_keeps_extra_keys_flat(tmp_path):
@@ -46,3 +49,37 @@ def test_complete_checkpoints_ignore_a_truncated_trainer_state(tmp_path):
                                              (4, folder.checkpoints / "checkpoint-4"),
                                              (10, folder.checkpoints / "checkpoint-10")]  # by step, not by name
     assert StageDir(tmp_path / "never_ran").complete_checkpoints() == []
+
+
+def test_progress_round_trips_and_its_eta_follows_this_attempts_rate(tmp_path):
+    folder = StageDir(tmp_path)
+    progress = Progress(stage="dpo", pid=123, host="node1", started_at=100.0, updated_at=150.0, phase="training",
+                        step=40, max_steps=100, first_step=20, training_since=110.0, metrics={"loss": 0.5})
+    folder.write_progress(progress)
+    assert folder.read_progress() == progress
+    # 20 steps in 40 s since the resumed step 20: 60 more take 120 s, 10 of them gone since the last record
+    assert progress.eta_seconds(now=160.0) == pytest.approx(110.0)
+    assert Progress("dpo", 1, "h", 0.0, 0.0).eta_seconds() is None  # no step yet: no rate
+    (tmp_path / PROGRESS_FILE).write_text('{"stage": "dpo"}')  # a record without its required fields
+    assert folder.read_progress() is None
+
+
+def test_history_keeps_one_entry_per_step_the_later_attempt_winning(tmp_path):
+    folder = StageDir(tmp_path)
+    lines = [{"step": 2, "loss": 3.0}, {"step": 4, "loss": 2.5}, {"step": 4, "eval_loss": 2.9},
+             {"step": 6, "loss": 9.9},  # logged by an attempt that was killed before its next checkpoint ...
+             {"step": 6, "loss": 2.0, "flag": True}]  # ... and again by the attempt that resumed it
+    (tmp_path / HISTORY_FILE).write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"step": 8, "lo')
+    assert folder.read_history() == [{"step": 2, "loss": 3.0}, {"step": 4, "loss": 2.5, "eval_loss": 2.9},
+                                     {"step": 6, "loss": 2.0}]  # a cut last line is skipped, a bool is no metric
+
+
+def test_history_of_a_stage_without_history_jsonl_is_its_newest_checkpoints_log(tmp_path):
+    folder = StageDir(tmp_path)
+    for step, losses in ((2, [3.0]), (4, [3.0, 2.5])):
+        (folder.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        log = [{"step": 2 * (i + 1), "loss": v, "epoch": 0.1} for i, v in enumerate(losses)]
+        (folder.checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps({"global_step": step, "log_history": log}))
+    assert folder.read_history() == [{"step": 2, "loss": 3.0, "epoch": 0.1}, {"step": 4, "loss": 2.5, "epoch": 0.1}]
+    assert StageDir(tmp_path / "never_ran").read_history() == []

@@ -7,6 +7,7 @@ its settings are `launcher.*` (conf/launcher/<name>.yaml).
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from posttrain.pipeline import Plan, StageResult
@@ -16,6 +17,21 @@ from workflows.launchers.checks import deepspeed_problems
 from workflows.launchers.runners import Rendezvous, resource_problems, runner_for
 
 LAUNCHERS = {"local": "workflows.launchers.local", "slurm": "workflows.launchers.slurm"}
+
+
+@dataclass
+class JobState:
+    """What a scheduler says about a stage's latest job."""
+
+    scheduler: str  # the scheduler's name, as users know it
+    job_id: str
+    state: str  # the scheduler's own word (PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT ...)
+    reason: str = ""  # why it waits or ended, in the scheduler's words
+    queued: bool = False  # waiting to start
+    running: bool = False
+    interrupted: bool = False  # ended by a time limit or preemption: the next run resumes it
+    cancelled: bool = False  # cancelled by a user or the scheduler (an upstream job failed)
+    submitted_at: float = 0.0
 
 
 class Launcher(Protocol):
@@ -31,6 +47,10 @@ class Launcher(Protocol):
 
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
         """Run (or submit) every stage that is not cached, in DAG order; one result per stage."""
+
+    def job_state(self, stage_dir: str) -> JobState | None:
+        """The scheduler's word on the latest job submitted for the stage in `stage_dir` (`posttrain status`);
+        None when this launcher starts stages itself or submitted no job for it. Never raises."""
 
 
 def launcher_for(name: str) -> Launcher:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -20,14 +19,15 @@ from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import PipelineTracker
 from workflows.launchers.env import stage_env
+from workflows.report.live import Console, console_for
 from workflows.state.decide import prepare_stage_dir
 from workflows.state.lock import held_fds
 
 LOG_TAIL = 15  # lines of a failed stage's log shown on the console
 
 
-def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[int, list[str]]:
-    """Run the stage's command, teeing its output to stage.log (and the console). Returns (code, tail)."""
+def _run_process(stage: PlannedStage, env: dict[str, str], console: Console) -> tuple[int, list[str]]:
+    """Run the stage's command, teeing its output to stage.log and the console. Returns (code, tail)."""
     tail: deque[str] = deque(maxlen=LOG_TAIL)
     with open(stage.dir.log_file, "a") as log:
         # pass_fds: the stage holds the run_dir lock too, even if this process is killed
@@ -37,9 +37,7 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip())
-                if echo:
-                    sys.stdout.write(line if line.startswith(f"[{stage.name}]") else f"[{stage.name}] {line}")
-                    sys.stdout.flush()
+                console.stage_line(stage, line)
             return proc.wait(), list(tail)
         except KeyboardInterrupt:
             # SIGTERM lets the trainer save a checkpoint and stop (stages/lib/interrupt.py); a stage that ignores
@@ -47,7 +45,7 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
             def last_words() -> None:
                 for line in proc.stdout:
                     log.write(line)
-                    sys.stdout.write(line)
+                    console.stage_last_words(stage, line)
 
             os.killpg(proc.pid, signal.SIGTERM)
             drain = threading.Thread(target=last_words, daemon=True)
@@ -60,12 +58,12 @@ def _run_process(stage: PlannedStage, env: dict[str, str], echo: bool) -> tuple[
             raise
 
 
-def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResult:
+def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str], console: Console) -> StageResult:
     prepare_stage_dir(stage)  # not done until it writes its manifest; stale outputs cleared unless resuming
     stage.spec.dump(stage.dir.spec_file)
-    print(f"==> {stage.name} [{stage.type}] ({stage.reason})", flush=True)
+    console.stage_started(stage)
     start = time.time()
-    code, tail = _run_process(stage, env, plan.config["launcher"].get("stream_logs", True))
+    code, tail = _run_process(stage, env, console)
     result = StageResult.of(stage, Status.COMPLETED, wall_seconds=round(time.time() - start, 2))
     result.extra["log"] = str(stage.dir.log_file)
     manifest = stage.dir.read_manifest()
@@ -76,7 +74,7 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResu
         result.status = Status.FAILED
         why = f"exit code {code}" if code != 0 else "exited without writing its manifest"
         result.reason = f"{why}; see {result.extra['log']}"
-        print(f"==> {stage.name} failed ({why}); last lines of its log:\n    " + "\n    ".join(tail), file=sys.stderr)
+        console.stage_failed(stage, why, tail)
     else:
         result.metrics = manifest.metrics
     return result
@@ -103,7 +101,14 @@ class LocalLauncher:
     def dry_run(self, plan: Plan) -> str:
         return ""
 
+    def job_state(self, stage_dir: str) -> None:
+        return None  # stages are child processes here: their progress.json says all there is
+
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
+        with console_for(plan) as console:  # live on a terminal, plain lines otherwise (workflows/report/live.py)
+            return self._run(plan, tracker, console)
+
+    def _run(self, plan: Plan, tracker: PipelineTracker, console: Console) -> list[StageResult]:
         env = stage_env(plan)
         results: dict[str, StageResult] = {}
         for stage in plan.stages:
@@ -119,7 +124,8 @@ class LocalLauncher:
             elif gated := gate_result(stage, results):  # an upstream metric is out of the stage's gate bounds
                 results[stage.name] = gated
             else:
-                results[stage.name] = run_stage(plan, stage, {**env, **tracker.stage_env(stage)})
+                results[stage.name] = run_stage(plan, stage, {**env, **tracker.stage_env(stage)}, console)
+            console.stage_ended(stage, results[stage.name])
             tracker.stage_end(stage, results[stage.name])
         return list(results.values())
 

@@ -1,12 +1,13 @@
 """Pictures of a plan's DAG: mermaid text (GitHub and many viewers draw it) and a self-contained SVG
 laid out here, so no graphviz binary or browser-side JS is needed (MLflow's artifact view shows it).
+Drawn from a live Plan, or from the PlanRecord a run_dir keeps (report.html).
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from posttrain.pipeline import Plan
+from posttrain.pipeline import Plan, PlanRecord
 
 # Fill colours by stage status; a status not listed (before the run) is drawn neutral.
 COLORS = {
@@ -16,7 +17,7 @@ COLORS = {
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 170, 54, 40, 60, 20
 
 
-def mermaid(plan: Plan, statuses: dict[str, str] | None = None) -> str:
+def mermaid(plan: Plan | PlanRecord, statuses: dict[str, str] | None = None) -> str:
     """`flowchart TD` with one node per stage (name, type, reason or status) and its edges."""
     statuses = statuses or {}
     ids = {s.name: f"s{i}" for i, s in enumerate(plan.stages)}  # stage names may hold `-`, `.`
@@ -32,11 +33,11 @@ def mermaid(plan: Plan, statuses: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mermaid_markdown(plan: Plan, statuses: dict[str, str] | None = None) -> str:
+def mermaid_markdown(plan: Plan | PlanRecord, statuses: dict[str, str] | None = None) -> str:
     return f"# Pipeline `{plan.name}`\n\n```mermaid\n{mermaid(plan, statuses)}```\n"
 
 
-def _layers(plan: Plan) -> list[list[str]]:
+def _layers(plan: Plan | PlanRecord) -> list[list[str]]:
     """Stages grouped by their longest distance from a root (plan.stages is topological)."""
     depth: dict[str, int] = {}
     for stage in plan.stages:
@@ -47,7 +48,7 @@ def _layers(plan: Plan) -> list[list[str]]:
     return layers
 
 
-def svg(plan: Plan, statuses: dict[str, str] | None = None) -> str:
+def svg(plan: Plan | PlanRecord, statuses: dict[str, str] | None = None) -> str:
     """Top-down layered drawing: one row per DAG level, arrows from each upstream to its stage."""
     statuses = statuses or {}
     layers = _layers(plan)

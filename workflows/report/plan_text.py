@@ -1,11 +1,16 @@
-"""The plan as printed before anything runs (and logged as plan.txt)."""
+"""The plan as printed before anything runs (and logged as plan.txt), and kept as <run_dir>/plan.json."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 
-from posttrain.pipeline import Plan, PlannedStage
+from posttrain.artifacts import PLAN_FILE
+from posttrain.jsonio import write_json
+from posttrain.pipeline import Plan, PlannedStage, PlanRecord
 from posttrain.registry import STAGE_TYPES
+from posttrain.tracking.redact import redact
 from workflows.launchers.runners import shell_join
 
 
@@ -44,3 +49,11 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"     $ {shell_join(stage.command)}")
             lines.extend(f"     data: {note}" for note in stage.notes)
     return "\n".join(lines)
+
+
+def write_plan(plan: Plan) -> str:
+    """<run_dir>/plan.json, before any stage starts: `posttrain status` reads it during and after the run."""
+    command = shlex.join(redact(["python", "-m", "workflows.run", *sys.argv[1:]]))
+    path = os.path.join(plan.run_dir, PLAN_FILE)
+    write_json(path, PlanRecord.of(plan, command, render_plan(plan)).to_dict())
+    return path

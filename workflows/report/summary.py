@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from posttrain.artifacts import SUMMARY, TABLE_FILE
@@ -51,5 +52,6 @@ def _tables(results: list[StageResult]) -> list[str]:
 
 def write_summary(plan: Plan, results: list[StageResult]) -> str:
     path = os.path.join(plan.run_dir, SUMMARY)
-    write_json(path, {"pipeline": plan.name, "run_dir": plan.run_dir, "stages": [r.to_dict() for r in results]})
+    write_json(path, {"pipeline": plan.name, "run_dir": plan.run_dir, "finished_at": time.time(),
+                      "stages": [r.to_dict() for r in results]})
     return path

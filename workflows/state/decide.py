@@ -154,6 +154,7 @@ def prepare_stage_dir(stage: PlannedStage) -> None:
     folder = stage.dir
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.manifest_file.unlink(missing_ok=True)
+    folder.progress_file.unlink(missing_ok=True)  # an earlier attempt's: this one is queued until its process starts
     if stage.spec.resume_from:
         complete = {path for _, path in folder.complete_checkpoints()}
         for path in folder.checkpoints.glob("checkpoint-*"):
@@ -162,5 +163,6 @@ def prepare_stage_dir(stage: PlannedStage) -> None:
     else:
         for name in STAGE_OUTPUTS:
             shutil.rmtree(folder / name, ignore_errors=True)
+        folder.history_file.unlink(missing_ok=True)
     write_json(folder / FINGERPRINT_FILE, {"fingerprint": stage.spec.fingerprint,
                                            "inputs": stage.spec.fingerprint_inputs, "prepared_at": time.time()})

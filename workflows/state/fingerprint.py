@@ -1,20 +1,7 @@
-"""Stage fingerprints: a sha256 per stage over what decides its result.
-
-A stage's fingerprint is a sha256 over what decides its result:
-- its resolved spec minus the keys that only change how a run is watched or stored
-  (VOLATILE_SPEC_KEYS, VOLATILE_TRAINER_KEYS: logging, checkpoint cadence, hub pushes, tracking,
-  dataloader workers, gradient checkpointing);
-- every local path in the spec replaced by the identity of what it points to: a data file or
-  folder by its bytes; a model or tokenizer folder by its small files' bytes plus its large files'
-  sizes and modification times (posttrain/hashing.py); a path inside an upstream stage's folder by
-  that stage's name, whose fingerprint is in `upstream`. Hub ids stay as written, with their
-  revision (pin a commit for the fingerprint to mean the content);
-- the fingerprints of the stages it depends on, so a change propagates downstream.
-Paths of the stage's own outputs are left out, so the same pipeline fingerprints the same in any
-run_dir. Code versions (posttrain, TRL, torch) and the machine are not fingerprinted: after an
-upgrade or a move that should change results, re-run with `force=all`.
-
-Pure and fast (no torch, no datasets): every plan, dry runs included, runs this.
+"""Stage fingerprints: a sha256 per stage over what decides its result — its spec minus the keys that
+only change how a run is watched or stored, every local path replaced by the identity of what it
+points to, and its upstreams' fingerprints (README.md, "Never redo finished work"). Pure and fast:
+every plan, dry runs included, runs it.
 """
 
 from __future__ import annotations

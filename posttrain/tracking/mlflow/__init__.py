@@ -1,24 +1,7 @@
-"""MLflow tracking of one pipeline invocation: a parent run, and a nested run per stage.
-
-What lands where (experiment = `tracking.experiment`, default the pipeline's name):
-- parent run `<pipeline>-<YYYYmmdd-HHMMSS>`: params = the resolved pipeline config, flattened and
-  redacted; artifacts config.yaml, plan.txt, dag.md (mermaid), dag.svg, summary.json; a metric
-  `<stage>.<metric>` per stage's final metric (`sft.train_loss`, `dpo.rewards/accuracies`);
-  tags `posttrain.status.<stage>`, the git commit, run_dir, posttrain's version.
-- a child run per stage that runs, named after it (`mlflow.parentRunId` = the parent): params
-  `stage.*` = its stage.yaml; lineage tags `posttrain.upstream.<name>.run_id`, `posttrain.input.*`
-  (model dirs), `posttrain.data.*` (dataset paths and digests, also as MLflow dataset inputs),
-  `posttrain.output_dir`; artifacts stage.yaml, stage.log, manifest.json. The stage process logs
-  its training metrics into it (stage.py here, `MLFLOW_RUN_ID`, rank 0 only).
-- a stage that resumes an interrupted attempt (same fingerprint, `resume_from`) continues that
-  attempt's run, moved under the new parent; <stage_dir>/mlflow_run.json remembers it.
-- a cached stage gets a small child run tagged `posttrain.cached=true` whose
-  `posttrain.source_run_id` is the run that built the model; lineage tags of downstream stages
-  always name the run that produced their inputs. Given models and skipped stages get no run.
-
-The mlflow import happens only when a tracked pipeline starts (never on dry_run or tracking=none).
-A tracking failure after the start is reported and training goes on: losing a metric is cheaper
-than losing a run.
+"""MLflow tracking: one parent run per invocation (config, plan, DAG, summary, each stage's final
+metrics), a nested run per stage (its stage.yaml, lineage tags, logs, training curves). What lands
+where is in README.md ("Tracking with MLflow"); metric keys are keys.py's. mlflow is imported only
+when a tracked pipeline starts; a tracking failure after the start is reported and training goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +12,7 @@ from posttrain.pipeline import Plan
 from posttrain.spec import StageSpec, TrackingSpec
 from posttrain.tracking import TrackingError
 from posttrain.tracking.mlflow import stage
-from posttrain.tracking.mlflow.pipeline import MlflowTracker
+from posttrain.tracking.mlflow.pipeline import MlflowTracker, run_link
 from posttrain.tracking.mlflow.preflight import preflight
 
 
@@ -61,6 +44,12 @@ class MlflowBackend:
 
     def log_artifact(self, spec: StageSpec, path: str, folder: str | None = None) -> None:
         stage.log_artifact(spec, path, folder)
+
+    def adapt_trainer(self, spec: StageSpec, trainer: Any) -> None:
+        stage.curves_first(trainer)
+
+    def run_link(self, stage_dir: str) -> str | None:
+        return run_link(stage_dir)
 
 
 BACKEND = MlflowBackend()

@@ -20,6 +20,7 @@ from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import Pictures
 from posttrain.tracking.lineage import data_identities, git_commit, posttrain_version
+from posttrain.tracking.mlflow.keys import by_metric, eval_beside_training, per_model, split_constants
 from posttrain.tracking.mlflow.store import Store, metric_items
 from posttrain.tracking.redact import loggable_params, mlflow_name, redact
 
@@ -214,8 +215,10 @@ class MlflowTracker:
             run_id = self.running.pop(stage.name, None)
             if run_id:
                 self._end_stage_run(stage, result, run_id)
-            if result.metrics:
-                self.store.metrics(self.parent_id, metric_items(stage.name, result.metrics))
+            params, numbers = split_constants(result.metrics, prefix=stage.name)
+            self.store.params(self.parent_id, params)
+            if numbers:
+                self.store.metrics(self.parent_id, metric_items(stage.name, numbers))
             if result.wall_seconds:
                 self.store.metrics(self.parent_id, {mlflow_name(f"{stage.name}.wall_seconds"): result.wall_seconds})
         except Exception as err:  # noqa: BLE001
@@ -232,10 +235,16 @@ class MlflowTracker:
                 files[name] = (folder / name).read_text(errors="replace")
         if files:
             self.store.texts(run_id, files)
-        logged = self.client.get_run(run_id).data.metrics
-        missing = {k: v for k, v in metric_items("", result.metrics).items() if k not in logged}
+        manifest = read_json(folder / MANIFEST) or {}
+        models = list(manifest.get("models") or {})  # a stage that compared models (keys.py)
+        logged = self.client.get_run(run_id).data
+        params, numbers = split_constants(result.metrics)
+        self.store.params(run_id, {k: v for k, v in params.items() if k not in logged.params})
+        named = by_metric(eval_beside_training(numbers), models)  # as the stage process logged them
+        missing = {k: v for k, v in metric_items("", named).items() if k not in logged.metrics}
         step = int(result.metrics.get("global_step", 0) or 0)
         self.store.metrics(run_id, {**missing, "wall_seconds": result.wall_seconds}, step=step)
+        self._model_runs(stage, run_id, per_model(numbers, models), manifest.get("models") or {})
         self.store.tags(run_id, {"posttrain.status": result.status.value, "posttrain.reason": result.reason or None})
         if self.tracking.register == stage.name and result.status == Status.COMPLETED:
             self._register(stage, run_id)
@@ -243,9 +252,18 @@ class MlflowTracker:
         if status:  # any other status (a job queued on a scheduler): the stage ends its run itself
             self.client.set_terminated(run_id, status)
         record = read_json(folder / RUN_FILE) or {}
-        manifest = read_json(folder / MANIFEST) or {}
         record.update(status=status or result.status.value, manifest_finished_at=manifest.get("finished_at"))
         write_json(folder / RUN_FILE, record)
+
+    def _model_runs(self, stage: PlannedStage, run_id: str, results: dict[str, dict[str, float]],
+                    paths: dict[str, str]) -> None:
+        """A child run per model the stage compared, with plain metric names (keys.py)."""
+        for label, metrics in results.items():
+            child = self.client.create_run(self.experiment_id, run_name=f"{stage.name}/{label}", tags={
+                **self._common_tags(), "mlflow.parentRunId": run_id, "posttrain.role": "model",
+                "posttrain.stage": stage.name, "posttrain.model": label, "posttrain.model_path": str(paths.get(label))})
+            self.store.metrics(child.info.run_id, metric_items("", metrics))
+            self.client.set_terminated(child.info.run_id, "FINISHED")
 
     def _cached(self, stage: PlannedStage, result: StageResult) -> None:
         """A child run that says `cached` and points at the run that built the model (if known)."""
@@ -262,8 +280,10 @@ class MlflowTracker:
         run_id = self.client.create_run(self.experiment_id, run_name=stage.name,
                                         tags={"mlflow.parentRunId": self.parent_id}).info.run_id
         self.store.tags(run_id, tags)
-        if result.metrics:
-            self.store.metrics(run_id, metric_items("", result.metrics))
+        params, numbers = split_constants(result.metrics)
+        self.store.params(run_id, params)
+        if numbers:
+            self.store.metrics(run_id, metric_items("", eval_beside_training(numbers)))
         if self.tracking.register == stage.name:
             self._register(stage, run_id)
         self.client.set_terminated(run_id, "FINISHED")
@@ -334,6 +354,17 @@ class MlflowTracker:
         if values <= DONE:
             return "FINISHED"
         return "FAILED"  # failed, skipped, gated: the pipeline did not deliver every stage
+
+
+def run_link(stage_dir: str) -> str | None:
+    """The stage's latest run (<stage_dir>/mlflow_run.json): its page on a tracking server, else its id and store."""
+    record = read_json(os.path.join(stage_dir, RUN_FILE)) or {}
+    run_id, uri = record.get("run_id"), str(record.get("tracking_uri") or "")
+    if not run_id:
+        return None
+    if uri.startswith("http"):
+        return redact(f"{uri.rstrip('/')}/#/experiments/{record.get('experiment_id')}/runs/{run_id}")
+    return redact(f"run {run_id} in {uri} (mlflow ui --backend-store-uri {uri})")
 
 
 def _command() -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from posttrain import stop
 from posttrain.artifacts import MANIFEST
 from posttrain.spec import StageSpec
+from posttrain.tracking.mlflow.keys import eval_beside_training
 
 _run: dict[str, Any] = {}  # the run this process opened: {"id", "stage_dir"}
 
@@ -95,6 +96,22 @@ def _end_run() -> None:
         mlflow.end_run(status)
     except Exception as err:  # noqa: BLE001 - the process is exiting; the orchestrator sets it again
         print(f"tracking: could not end the MLflow run ({err})", file=sys.stderr)
+
+
+def curves_first(trainer: Any) -> None:
+    """Give Hugging Face's MLflowCallback the held-out metrics under their training curve's section
+    (`eval_rewards/accuracies` -> `rewards/eval_accuracies`, keys.py), so a run evaluated once at
+    the end does not open on one-point `eval_*` sections that sort before every curve."""
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ != "MLflowCallback":
+            continue
+        original = callback.on_log
+
+        def on_log(args: Any, state: Any, control: Any, logs: dict | None = None, _log: Any = original,
+                   **kwargs: Any) -> Any:
+            return _log(args, state, control, logs=eval_beside_training(logs) if logs else logs, **kwargs)
+
+        callback.on_log = on_log
 
 
 def log_table(spec: StageSpec, name: str, columns: dict[str, list[Any]]) -> None:

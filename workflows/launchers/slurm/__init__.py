@@ -10,6 +10,7 @@ from typing import Any
 
 from posttrain.pipeline import Plan, StageResult
 from posttrain.tracking import PipelineTracker
+from workflows.launchers import JobState
 from workflows.launchers.slurm import launcher
 from workflows.launchers.slurm.checks import script_text_problems, slurm_problems
 from workflows.launchers.slurm.sbatch import RENDEZVOUS
@@ -26,6 +27,9 @@ class SlurmLauncher:
 
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
         return launcher.run(plan, tracker)
+
+    def job_state(self, stage_dir: str) -> JobState | None:
+        return launcher.job_state(stage_dir)
 
 
 LAUNCHER = SlurmLauncher()

@@ -19,6 +19,7 @@ from posttrain.jsonio import read_json, write_json
 from posttrain.pipeline import Plan, PlannedStage, StageResult
 from posttrain.status import DONE, Status
 from posttrain.tracking import PipelineTracker
+from workflows.launchers import JobState
 from workflows.launchers.slurm.jobs import ACTIVE, Job, SlurmError, job_states, run as slurm, scontrol_job
 from workflows.launchers.slurm.sbatch import job_name, log_pattern, render, script_path, submit_argv
 from workflows.state.decide import prepare_stage_dir
@@ -260,6 +261,24 @@ def _job_result(plan: Plan, stage: PlannedStage, job_id: str, job: Job, upstream
         print(f"==> {stage.name} failed ({why}); last lines of its log:\n    {_tail(log)}", file=sys.stderr)
     result.wall_seconds = round(_seconds(job), 2)
     return result
+
+
+def job_state(stage_dir: str) -> JobState | None:
+    """Slurm's record of the stage's latest job (job.json), `UNKNOWN` once Slurm has forgotten it."""
+    record = read_json(Path(stage_dir) / JOB_FILE)
+    if not record or not record.get("job_id"):
+        return None
+    job_id = str(record["job_id"])
+    try:
+        job = job_states([job_id]).get(job_id)
+    except SlurmError:  # no Slurm client here (someone else's run_dir): say what is known
+        job = None
+    state = job.state if job else "UNKNOWN"
+    waiting = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING")
+    return JobState("Slurm", job_id, state, job.reason if job and job.reason not in ("None",) else "",
+                    queued=state in waiting, running=state in ACTIVE and state not in waiting,
+                    interrupted=state in ("TIMEOUT", "PREEMPTED"), cancelled=state == "CANCELLED",
+                    submitted_at=float(record.get("submitted_at") or 0))
 
 
 def run(plan: Plan, tracker: PipelineTracker) -> list[StageResult]:

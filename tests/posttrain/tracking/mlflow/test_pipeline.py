@@ -43,7 +43,7 @@ def _plan(tmp_path: Path, store, experiment: str) -> Plan:
 
 
 def _fake_run(tracker, stage: PlannedStage, status: Status = Status.COMPLETED,
-              metrics: dict | None = None) -> tuple[dict, StageResult]:
+              metrics: dict | None = None, **manifest_extra) -> tuple[dict, StageResult]:
     """What the launcher does around a stage process, with the process replaced by a few files."""
     env = tracker.stage_env(stage)
     folder = stage.dir
@@ -52,7 +52,7 @@ def _fake_run(tracker, stage: PlannedStage, status: Status = Status.COMPLETED,
     (folder / STAGE_LOG).write_text(f"[{stage.name}] training\n")
     if status == Status.COMPLETED:
         folder.write_manifest(Manifest(stage.name, stage.type, stage.spec.fingerprint, stage.spec.model_dir,
-                                       metrics=metrics or {}))
+                                       metrics=metrics or {}, extra=manifest_extra))
     result = StageResult.of(stage, status, wall_seconds=1.5, metrics=metrics or {})
     tracker.stage_end(stage, result)
     return env, result
@@ -146,3 +146,36 @@ def test_a_new_attempt_without_a_checkpoint_gets_a_new_run(tmp_path, store):
     first, second = _runs(store[1], "attempts")["checkpoint"]
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
     assert second.data.tags["posttrain.previous_attempt_run_id"] == first.info.run_id
+
+
+def test_data_counts_are_params_and_an_eval_puts_its_models_side_by_side(tmp_path, store):
+    plan = _plan(tmp_path, store, "keys")
+    counts = {"data/rows": 640.0, "data/eval_rows": 32.0, "data/invalid_rows": 0.0, "data/dropped_rows": 0.0,
+              "data/over_length_rows": 3.0, "data/sources": 1.0}
+    models = {"checkpoint": 0.0, "sft": 0.5, "dpo": 0.75}
+    measured = {f"{m}/{k}": v for m, a in models.items() for k, v in (("accuracy", a), ("accuracy/copy", a / 2),
+                                                                       ("ppl", 10 - a))}
+    with tracked(plan) as tracker:
+        _fake_run(tracker, plan.stage("checkpoint"))
+        _fake_run(tracker, plan.stage("sft"), metrics={"train_loss": 2.5, **counts})
+        _fake_run(tracker, plan.stage("dpo"), metrics={"train_loss": 0.6, **counts})
+        _fake_run(tracker, plan.stage("eval"), metrics=measured,
+                  models={m: str(tmp_path / m) for m in models})
+    runs = _runs(store[1], "keys")
+    sft = runs["sft"][0]
+    assert {k: sft.data.params[k] for k in counts} == {k: str(v) for k, v in counts.items()}
+    assert not set(counts) & set(sft.data.metrics)  # no one-point `data` charts above the curves
+    assert sft.data.metrics["train_loss"] == 2.5
+    parent = runs["parents"][0]
+    assert parent.data.params["sft.data/rows"] == "640.0" and "sft.data/rows" not in parent.data.metrics
+    assert parent.data.metrics["sft.train_loss"] == 2.5
+    evaluation = runs["eval"][0]
+    # a chart section per metric, one bar per model
+    assert {k: v for k, v in evaluation.data.metrics.items() if k != "wall_seconds"} == {
+        f"{k}/{m}": v for m, a in models.items() for k, v in (("accuracy", a), ("accuracy/copy", a / 2),
+                                                              ("ppl", 10 - a))}
+    for model, accuracy in models.items():  # and a child run per model: the compare view lines them up
+        [child] = runs[f"eval/{model}"]
+        assert child.data.tags["mlflow.parentRunId"] == evaluation.info.run_id
+        assert child.data.tags["posttrain.model"] == model and child.info.status == "FINISHED"
+        assert child.data.metrics == {"accuracy": accuracy, "accuracy/copy": accuracy / 2, "ppl": 10 - accuracy}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_summary, run_cli
+from tests.conftest import ROOT, read_summary, run_cli
 from tests.slurm_cluster import job_states, slurm_available, wait_for_jobs
 from workflows.config import compose
 
@@ -106,6 +107,14 @@ def test_a_queued_chain_is_not_submitted_twice(tmp_path: Path):
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert {s["status"] for s in read_summary(run_dir).values()} == {"submitted"}
         assert {r["state"] for r in job_states(ids.values()).values()} == {"PENDING"}
+        # `posttrain status` asks the scheduler (through the launcher) about each stage's job
+        status = subprocess.run([sys.executable, "-m", "workflows.status", str(run_dir), "--json"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        stages = {s["name"]: s for s in json.loads(status.stdout)["stages"]}
+        for name in ("sft", "dpo"):
+            assert stages[name]["status"] == "queued" and stages[name]["job"]["job_id"] == ids[name]
+            assert stages[name]["detail"].startswith(f"Slurm job {ids[name]} PENDING (")
 
         second = run_cli("+pipeline=sft_dpo", *held, timeout=300)
         assert second.returncode == 0, second.stderr
