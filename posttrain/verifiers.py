@@ -59,7 +59,10 @@ def response_text(response: str | list[dict[str, Any]]) -> str:
 
 def verify(verifier: Verifier, task: str | None, prompt: str, answer: str | None, output: str) -> bool:
     """One verdict; a checker that raises counts as a wrong output (the model wrote something odd)."""
-    return score(verifier, task, prompt, answer, output) > 0
+    try:
+        return bool(verifier(task=task, prompt=prompt, answer=answer, output=output))
+    except Exception:  # noqa: BLE001 - a user's checker choking on garbage output is a wrong answer
+        return False
 
 
 def score(verifier: Verifier, task: str | None, prompt: str, answer: str | None, output: str) -> float:
