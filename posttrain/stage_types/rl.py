@@ -21,7 +21,8 @@ from posttrain.stage_types.eval import rows_problems
 from posttrain.verifiers import target_problems
 
 REWARD_MODEL = "reward_model"  # the registry `output` a reward model input must come from
-NAMELESS = ("reward", "kl", "loss", "entropy")  # names TRL's own metrics use next to rewards/<name>/...
+TRL_METRIC_NAMES = ("reward", "kl", "loss", "entropy")  # TRL's own metrics, logged next to rewards/<name>/...
+TRL_BETA = {"grpo": 0.0, "rloo": 0.05}  # GRPOConfig's and RLOOConfig's default KL coefficient
 
 
 @dataclass
@@ -81,7 +82,7 @@ def plan(ctx: PlanContext, name: str, stage: dict[str, Any]) -> dict[str, Any]:
                             f"(a reward stage), not {'both' if entry.get('model') else 'neither'}")
             continue
         entry["name"] = entry.get("name") or _default_name(entry)
-        if entry["name"] in names or entry["name"] in NAMELESS or "/" in entry["name"]:
+        if entry["name"] in names or entry["name"] in TRL_METRIC_NAMES or "/" in entry["name"]:
             why = "is used twice" if entry["name"] in names else "clashes with TRL's own metric names"
             problems.append(f"{at}.name: '{entry['name']}' {why}; give each reward its own `name`")
         names.add(entry["name"])
@@ -101,7 +102,7 @@ def plan(ctx: PlanContext, name: str, stage: dict[str, Any]) -> dict[str, Any]:
     trainer = stage.get("trainer") or {}
     if trainer.get("reward_weights") is not None:
         problems.append(f"stages.{name}.trainer.reward_weights: set each reward's weight in {where}.rewards[i].weight")
-    if stage.get("reference") is not None and not trainer.get("beta", 0.0 if kind == "grpo" else 0.05):
+    if stage.get("reference") is not None and not trainer.get("beta", TRL_BETA.get(kind, 0.0)):
         problems.append(f"stages.{name}.reference: with trainer.beta=0 there is no KL term, so no reference; "
                         f"set beta > 0 or remove `reference`")
     peft = stage.get("peft") or ctx.config.get("peft") or {}
