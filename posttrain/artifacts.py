@@ -8,6 +8,7 @@
       ranks/            rank-<r>.json: where each process of the latest attempt ran (stages/lib/ranks.py)
       model/ adapter/ dataset/ results/   the outputs (which ones depends on the stage type)
       manifest.json     written last and atomically: a folder without it is not done
+      completions.jsonl RL stages: sampled completions with their rewards, per logging step
       gated.json        the verdict of a gate that refused to start the stage
       progress.json     where the stage process is (step, max_steps, latest metrics, pid), rewritten
                         atomically as it goes: `posttrain status` reads it during a run and after a crash
@@ -44,13 +45,15 @@ GATED_FILE = "gated.json"
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "history.jsonl"
 SUMMARY = "summary.json"  # in the run_dir: one entry per stage of the latest invocation
+COMPLETIONS_FILE = "completions.jsonl"  # <stage>/completions.jsonl: an RL stage's scored samples (stages/lib/rl.py)
 PLAN_FILE = "plan.json"  # in the run_dir: the latest invocation's plan, written before any stage starts
 REPORT_FILE = "report.html"  # in the run_dir
 METRICS_FILE = "metrics.json"  # <stage>/results/metrics.json: {model: {metric: value}} of a stage that compares models
 TABLE_FILE = "table.txt"  # <stage>/results/table.txt: the models a stage measured, side by side
 # What a stage writes in its folder; cleared before a run that does not resume (stage.log is kept).
 STAGE_OUTPUTS = (CHECKPOINTS, MODEL, ADAPTER, DATASET, RANKS)
-OUTPUT_DIRS = {"model": MODEL, "dataset": DATASET, "metrics": RESULTS}  # a stage type's `output` -> its folder
+# A stage type's `output` -> its folder (a reward model is a model dir too, with a sequence-classification head).
+OUTPUT_DIRS = {"model": MODEL, "reward_model": MODEL, "dataset": DATASET, "metrics": RESULTS}
 
 
 @dataclass

@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping
 
 # Metrics worth showing while a stage trains, in this order (everything is in history.jsonl).
-HEADLINE_KEYS = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "kl", "learning_rate")
+HEADLINE_KEYS = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "reward", "kl", "accuracy",
+                 "eval_accuracy", "learning_rate")
 STEP_LINE = re.compile(r"^\[(?P<stage>[^\]]+)\] step (?P<step>\d+)/(?P<max_steps>\d+)(\s|$)")
 
 

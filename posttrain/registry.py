@@ -17,6 +17,7 @@ from posttrain.refs import CHECKPOINT
 from posttrain.stage_types import eval as eval_type
 from posttrain.stage_types import generate as generate_type
 from posttrain.stage_types import onpolicy as onpolicy_type
+from posttrain.stage_types import rl as rl_type
 
 PlanHook = Callable[[Any, str, dict[str, Any]], dict[str, Any]]  # (PlanContext, name, stage config) -> spec fields
 
@@ -29,7 +30,9 @@ class StageType:
     trains: bool  # produces new weights from `policy`
     uses_reference: bool  # has a frozen reference model (dpo, kto)
     uses_policy: bool = True  # starts from `policy` (eval measures `models`; generate has a teacher)
-    output: str = "model"  # what later stages can use: model (<stage>/model) | dataset | metrics (<stage>/results)
+    # What later stages can use: model (a causal LM in <stage>/model) | reward_model (a sequence classifier in
+    # <stage>/model) | dataset | metrics (<stage>/results). A model input names the kind it needs (PlanContext.model).
+    output: str = "model"
     settings: type | None = None  # the schema of its own block, `stages.<name>.<type>` (a dataclass)
     plan: PlanHook | None = None  # checks of that block and the spec fields it adds
     takes_models: bool = False  # measures `models` (eval)
@@ -47,7 +50,7 @@ class StageType:
 
 SFT_SHAPES = ("messages", "prompt_completion", "text")
 # Rows with a user prompt and, optionally, a reference answer (the last assistant turn, `completion`, `chosen`).
-PROMPT_SHAPES = ("messages", "prompt_completion", "preference")
+PROMPT_SHAPES = ("messages", "prompt_completion", "preference", "prompt")
 
 STAGE_TYPES: dict[str, StageType] = {
     CHECKPOINT: StageType("stages.checkpoint", (), None, trains=False, uses_reference=False),
@@ -68,6 +71,14 @@ STAGE_TYPES: dict[str, StageType] = {
     "onpolicy": StageType("stages.onpolicy", PROMPT_SHAPES, None, trains=False, uses_reference=False,
                           output="dataset", settings=onpolicy_type.OnPolicySettings, plan=onpolicy_type.plan,
                           single_process=True, describe=onpolicy_type.describe),
+    # A scalar score per (prompt, response), trained on preference pairs; saved as a sequence classifier.
+    "reward": StageType("stages.reward", ("preference",), "RewardConfig", trains=True, uses_reference=False,
+                        output=rl_type.REWARD_MODEL),
+    # Online RL from `policy` on the prompts of `data`, scored by a weighted list of verifiers and reward models.
+    "grpo": StageType("stages.grpo", PROMPT_SHAPES, "GRPOConfig", trains=True, uses_reference=True,
+                      settings=rl_type.RLSettings, plan=rl_type.plan, describe=rl_type.describe),
+    "rloo": StageType("stages.rloo", PROMPT_SHAPES, "RLOOConfig", trains=True, uses_reference=True,
+                      settings=rl_type.RLSettings, plan=rl_type.plan, describe=rl_type.describe),
 }
 
 # Trainer keys posttrain sets itself; a user value would silently fight the orchestrator.

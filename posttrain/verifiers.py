@@ -18,6 +18,7 @@ import ast
 import functools
 import importlib
 import importlib.util
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -64,9 +65,28 @@ def verify(verifier: Verifier, task: str | None, prompt: str, answer: str | None
         return False
 
 
+def score(verifier: Verifier, task: str | None, prompt: str, answer: str | None, output: str) -> float:
+    """A verifier's result as a reward: a number as is (partial credit), a truth value as 1.0 or 0.0.
+
+    A checker that raises, or returns NaN or infinity, gives 0.0: the model wrote something odd,
+    which is a wrong answer, not a reason to stop training.
+    """
+    try:
+        result = verifier(task=task, prompt=prompt, answer=answer, output=output)
+    except Exception:  # noqa: BLE001 - a user's checker choking on garbage output is a wrong answer
+        return 0.0
+    if isinstance(result, (int, float)) and not isinstance(result, bool):
+        return float(result) if math.isfinite(result) else 0.0
+    try:
+        return float(bool(result))
+    except Exception:  # noqa: BLE001 - an object whose truth value raises (a numpy array) is no verdict
+        return 0.0
+
+
 def prompt_and_reference(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     """(prompt messages, reference answer or None) of a trainer row: a conversation (up to its last
-    assistant turn), prompt/completion or a preference pair (`chosen` is the reference)."""
+    assistant turn), prompt/completion, a preference pair (`chosen` is the reference) or a prompt
+    with an optional `answer`."""
     if "messages" in row:
         messages = list(row["messages"])
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
@@ -75,7 +95,7 @@ def prompt_and_reference(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str
         return messages[:last], str(messages[last]["content"])
     prompt = row["prompt"]
     prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    reference = row.get("completion", row.get("chosen"))
+    reference = next((row[k] for k in ("completion", "chosen", "answer") if row.get(k) is not None), None)
     return prompt, None if reference is None else response_text(reference)
 
 

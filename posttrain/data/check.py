@@ -24,7 +24,9 @@ TRL_MAX_LENGTH = 1024  # SFTConfig / DPOConfig / KTOConfig `max_length` default
 SHOW_ROWS = 5  # row numbers listed per problem
 SHOW_REASONS = 8  # problem lines per source before "... and N more"
 # How TRL's trainers tokenize and truncate differs by trainer; a trainer not listed is treated like SFT.
-TRAINERS = {"SFTConfig": "SFTTrainer", "DPOConfig": "DPOTrainer", "KTOConfig": "KTOTrainer"}
+TRAINERS = {"SFTConfig": "SFTTrainer", "DPOConfig": "DPOTrainer", "KTOConfig": "KTOTrainer",
+            "RewardConfig": "RewardTrainer", "GRPOConfig": "GRPOTrainer", "RLOOConfig": "RLOOTrainer"}
+SAMPLING = ("GRPOConfig", "RLOOConfig")  # they read prompts only (no `max_length`): no length check
 
 
 @dataclass
@@ -48,7 +50,8 @@ class Settings:
     def from_spec(cls, spec: StageSpec, trl_config: str | None, shapes: tuple[str, ...]) -> Settings:
         trainer = spec.trainer
         return cls(spec.name, trl_config, shapes, spec.data.seed if spec.data else 0,
-                   trainer.get("max_length", TRL_MAX_LENGTH), trainer.get("truncation_mode", "keep_start"),
+                   trainer.get("max_length", None if trl_config in SAMPLING else TRL_MAX_LENGTH),
+                   trainer.get("truncation_mode", "keep_start"),
                    bool(trainer.get("assistant_only_loss", False)), trainer.get("completion_only_loss"),
                    bool(trainer.get("packing", False)))
 
@@ -69,6 +72,8 @@ class Settings:
 
     def truncation(self) -> str:
         trainer = TRAINERS.get(self.trl_config or "", "the trainer")
+        if self.trl_config == "RewardConfig":
+            return f"{trainer} drops the pairs whose prompt+chosen or prompt+rejected is longer than {self.max_length}"
         if self.truncation_mode == "keep_end" and self.trl_config != "KTOConfig":
             return f"{trainer} keeps their last {self.max_length} tokens, cutting the start of the prompt"
         what = {"DPOConfig": "prompt+chosen and prompt+rejected", "KTOConfig": "prompt+completion"}.get(

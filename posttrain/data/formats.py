@@ -234,6 +234,25 @@ def _check_unpaired(row: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_prompt_only(row: dict[str, Any]) -> list[str]:
+    if not isinstance(row["prompt"], (str, list)):
+        return [f"'prompt' must be a string or a list of messages, got {_kind(row['prompt'])}"]
+    problems = _check_prompt(row["prompt"])
+    answer = row.get("answer")
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))):
+        problems.append(f"'answer' (the reference answer verifiers compare with) must be a string, got {_kind(answer)}")
+    elif _is_blank(answer):
+        problems.append("'answer' is empty; drop the column (no reference) or fill it")
+    if row.get("task") is not None and not isinstance(row["task"], str):
+        problems.append(f"'task' must be a string, got {_kind(row['task'])}")
+    return problems
+
+
+def _to_prompt_only(row: dict[str, Any], shape: str) -> list[dict[str, Any]]:
+    answer = row.get("answer")
+    return [{"prompt": row["prompt"], "answer": None if answer is None else str(answer), "task": row.get("task")}]
+
+
 def _to_preference(row: dict[str, Any], shape: str) -> list[dict[str, Any]]:
     if has_explicit_prompt(row):
         prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
@@ -272,9 +291,12 @@ FORMATS: dict[str, DataFormat] = {f.name: f for f in (
                shapes=("unpaired_preference",)),
     DataFormat("unpaired_preference", ("prompt", "completion", "label"), "unpaired_preference", _check_unpaired,
                lambda r, s: [{"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]}]),
+    # Prompts for sampling (RL, on-policy data), with the reference answer a verifier checks when there is one.
+    DataFormat("prompt", ("prompt",), "prompt", _check_prompt_only, _to_prompt_only),
 )}
 # Checked in this order when guessing what a row with the wrong columns really is.
-_GUESS_ORDER = ("sharegpt", "messages", "alpaca", "preference", "unpaired_preference", "prompt_completion", "text")
+_GUESS_ORDER = ("sharegpt", "messages", "alpaca", "preference", "unpaired_preference", "prompt_completion", "text",
+                "prompt")
 
 
 def guess_format(row: dict[str, Any]) -> str | None:

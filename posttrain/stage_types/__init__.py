@@ -22,8 +22,9 @@ class PlanContext(Protocol):
     def problem(self, message: str) -> None:
         """Report a problem (the plan fails with every problem at once)."""
 
-    def model(self, stage: str, key: str, ref: str) -> ModelRef | None:
-        """Resolve a model reference of `stage` at `key`; records the DAG edge, or a problem (None)."""
+    def model(self, stage: str, key: str, ref: str, output: str = "model") -> ModelRef | None:
+        """Resolve a model reference of `stage` at `key`; records the DAG edge, or a problem (None).
+        `output`: the registry output kind it must be when it names a stage (model, reward_model)."""
 
     def tokenizer(self) -> str | None:
         """The starting checkpoint's tokenizer folder (or hub id), to measure token lengths with."""

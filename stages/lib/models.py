@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.artifacts import ADAPTER
+from posttrain.registry import STAGE_TYPES
 from posttrain.spec import ModelRef, StageSpec
+from posttrain.stage_types.rl import REWARD_MODEL
 from stages.lib.common import is_main_process
 from stages.lib.distributed import gathered_digest, partitioned, zero3_enabled
 
@@ -25,24 +27,32 @@ def load_tokenizer(model: ModelRef, spec: StageSpec) -> Any:
     return tokenizer
 
 
-def load_model(model: ModelRef, spec: StageSpec) -> Any:
-    """A causal LM from a local dir or hub id, in the dtype training will use."""
+def load_model(model: ModelRef, spec: StageSpec, scorer: bool = False) -> Any:
+    """A causal LM from a local dir or hub id, in the dtype training will use; `scorer`: the same
+    weights with a one-output sequence-classification head (a reward model, or the start of one)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dtype = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
     if spec.trainer.get("bf16") is False and spec.trainer.get("fp16") is not True:
         dtype = torch.float32
-    return AutoModelForCausalLM.from_pretrained(model.path, revision=model.revision, dtype=dtype)
+    if not scorer:
+        return AutoModelForCausalLM.from_pretrained(model.path, revision=model.revision, dtype=dtype)
+    loaded = AutoModelForSequenceClassification.from_pretrained(model.path, revision=model.revision, dtype=dtype,
+                                                                num_labels=1)
+    if loaded.config.pad_token_id is None:  # the score is read at the last non-pad token of each row
+        loaded.config.pad_token_id = load_tokenizer(model, spec).pad_token_id
+    return loaded
 
 
-def lora_config(peft: dict[str, Any] | None) -> Any:
+def lora_config(peft: dict[str, Any] | None, task_type: str = "CAUSAL_LM") -> Any:
+    """peft's LoraConfig; task_type SEQ_CLS also trains (and saves) the new score head in full."""
     if not peft:
         return None
     from peft import LoraConfig
 
     keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_dora")
-    return LoraConfig(task_type="CAUSAL_LM", **{k: peft[k] for k in keys if k in peft})
+    return LoraConfig(task_type=task_type, **{k: peft[k] for k in keys if k in peft})
 
 
 def weights_digest(named_tensors: Any) -> str:
@@ -68,7 +78,7 @@ def merge_saved_adapter(spec: StageSpec, adapter_dir: str, model_dir: str) -> No
 
     assert spec.policy is not None
     unset_hf_deepspeed_config()  # training is over: load the base whole, not partitioned
-    base = load_model(spec.policy, spec)
+    base = load_model(spec.policy, spec, scorer=STAGE_TYPES[spec.type].output == REWARD_MODEL)
     PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(model_dir)
 
 

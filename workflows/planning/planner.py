@@ -48,6 +48,7 @@ class Planner:
         }
         self.problems: list[str] = []
         self.edges: dict[str, list[str]] = {}
+        self.model_inputs: dict[str, list[tuple[str, str, str]]] = {}  # stage -> (key, upstream stage, kind needed)
         self.tracking = self._tracking(cfg["tracking"])
         self.gguf, gguf_problems = plan_gguf(cfg["model"])  # a GGUF model's file (workflows/planning/gguf.py)
         self.problems.extend(gguf_problems)
@@ -58,14 +59,16 @@ class Planner:
     def problem(self, message: str) -> None:
         self.problems.append(message)
 
-    def model(self, stage: str, key: str, ref: str) -> ModelRef | None:
-        """A `policy`/`reference`/`models[i]`/teacher value resolved; records the edge or a problem."""
+    def model(self, stage: str, key: str, ref: str, output: str = "model") -> ModelRef | None:
+        """A `policy`/`reference`/`models[i]`/teacher/reward model resolved; records the edge or a problem.
+        `output`: the kind of model it must be when it names a stage (checked by `_link`)."""
         model_cfg = self.config["model"]
         if ref in self.stages or ref == CHECKPOINT:
             if ref == stage:
                 self.problem(f"stages.{stage}.{key}: a stage cannot start from itself")
                 return None
             self.edges[stage].append(ref)
+            self.model_inputs.setdefault(stage, []).append((key, ref, output))
             if ref == CHECKPOINT:
                 given = model_cfg.get("name_or_path")
                 return ModelRef(ref, given or self.output_dir(CHECKPOINT, "model"), CHECKPOINT,
@@ -252,16 +255,14 @@ class Planner:
         """Checks that need every spec: a model input must be a stage that saves a model, a data input
         one that writes a dataset; a measured model gets the reference it was trained against."""
         # a stage of an unknown type is reported by `build`; it has no registry entry to check against
-        types = {n: s["type"] for n, s in self.stages.items() if s["type"] in STAGE_TYPES}
+        types = {n: s["type"] for n, s in self.stages.items() if s["type"] in STAGE_TYPES} | {CHECKPOINT: CHECKPOINT}
         for name, spec in specs.items():
-            refs = [("policy", spec.policy and spec.policy.stage), ("reference", spec.reference and spec.reference.stage)]
-            refs += [(f"models[{i}]", m.stage) for i, m in enumerate(spec.models)]
-            refs += [(f"{spec.type}.{k}.model", spec.settings[k].get("stage")) for k in ("teacher", "judge")
-                     if isinstance(spec.settings.get(k), dict)]
-            for key, up in refs:
-                if up in types and STAGE_TYPES[types[up]].output != "model":
+            for key, up, kind in self.model_inputs.get(name, []):
+                if up in types and STAGE_TYPES[types[up]].output != kind:
+                    makers = ", ".join(t for t, e in STAGE_TYPES.items() if e.output == kind)
                     self.problem(f"stages.{name}.{key}: '{up}' is a {types[up]} stage; it saves "
-                                 f"{STAGE_TYPES[types[up]].output}, not a model")
+                                 f"{STAGE_TYPES[types[up]].output}, not a {kind.replace('_', ' ')}"
+                                 + (f" (stages that do: {makers})" if kind != "model" else ""))
             makers = ", ".join(t for t, e in STAGE_TYPES.items() if e.output == "dataset")
             for group in ("sources", "eval_sources"):
                 for i, source in enumerate(getattr(spec.data, group) if spec.data else []):

@@ -12,7 +12,8 @@ from posttrain.pipeline import Plan, StageResult
 from posttrain.status import DONE, Status
 
 # Metrics worth a column in the console summary, in this order; everything is in summary.json.
-HEADLINE_METRICS = ("train_loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "kl")
+HEADLINE_METRICS = ("train_loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "eval_accuracy",
+                    "reward", "kl")
 
 
 def _fmt(value: Any) -> str:

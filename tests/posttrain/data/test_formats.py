@@ -40,6 +40,9 @@ def assistant(text: str) -> dict:
       {"prompt": "Q: copy: ab\nA:", "completion": " aab", "label": False}]),
     ("unpaired_preference", {"prompt": [user("copy: ab")], "completion": [assistant(THINK)], "label": False},
      "unpaired_preference", [{"prompt": [user("copy: ab")], "completion": [assistant(THINK)], "label": False}]),
+    ("prompt", {"prompt": [user("add: 2+3")], "answer": 5, "task": "add", "seen": True}, "prompt",
+     [{"prompt": [user("add: 2+3")], "answer": "5", "task": "add"}]),
+    ("prompt", {"prompt": "Q: copy: ab\nA:"}, "prompt", [{"prompt": "Q: copy: ab\nA:", "answer": None, "task": None}]),
 ])
 def test_each_format_becomes_the_trainer_columns(fmt, row, shape, expected):
     assert check_row(row, fmt) == []
@@ -96,3 +99,19 @@ def test_last_turn_form_keeps_earlier_turns_as_prompt_and_drops_messages_after_t
     assert pair == {"prompt": messages[:4], "completion": [messages[4]]}
     assert to_common_shape({"messages": messages}, ("prompt_completion", True)) == pair
     assert to_common_shape(pair, ("messages", True)) == {"messages": messages[:5]}
+
+
+
+def test_prompt_rows_are_checked_and_rl_stages_take_every_prompt_format():
+    assert check_row({"prompt": []}, "prompt") == ["'prompt' is empty"]
+    assert check_row({"prompt": [user(" ")]}, "prompt") == ["'prompt' message 1 (user) is empty"]
+    assert check_row({"prompt": "x", "answer": True}, "prompt") == [
+        "'answer' (the reference answer verifiers compare with) must be a string, got a boolean"]
+    assert check_row({"prompt": "x", "answer": " "}, "prompt") == ["'answer' is empty; drop the column (no reference) "
+                                                                   "or fill it"]
+    assert check_row({"question": "x"}, "prompt")[0].startswith("missing column 'prompt'")
+    assert check_row({"prompt": "x", "answer": "y"}, "messages")[0].endswith("this looks like prompt data (format: prompt)")
+    for kind in ("grpo", "rloo"):
+        assert set(STAGE_TYPES[kind].formats) == {"alpaca", "sharegpt", "messages", "prompt_completion", "preference",
+                                                  "prompt"}
+    assert STAGE_TYPES["reward"].formats == ("preference",)
