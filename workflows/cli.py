@@ -17,7 +17,9 @@ import importlib
 import sys
 
 # name -> (module whose main(argv) -> int runs it, one line of help). Plain data: a command is one line.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "store": ("workflows.store.commands", "the stage store: `ls` its entries, `gc` what no run_dir uses"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Entry point: `python -m workflows.run +pipeline=sft_dpo [overrides]`.
+"""Entry point: `python -m workflows.run +pipeline=sft_dpo [overrides]` (`-m` for a sweep).
 
 Compose the config, validate and plan the whole DAG, decide what runs, hand the plan to a
 launcher. Never imports torch, transformers or TRL: every stage runs in its own process (stages/).
@@ -6,6 +6,7 @@ launcher. Never imports torch, transformers or TRL: every stage runs in its own 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -13,54 +14,97 @@ import hydra
 from omegaconf import DictConfig
 
 from posttrain.paths import CONF_DIR
+from posttrain.pipeline import Plan, StageResult
 from posttrain.status import OK
-from posttrain.tracking import TrackingError
+from posttrain.tracking import PipelineTracker, TrackingError
 from workflows.config import normalize_overrides, register
 from workflows.config.schema import VERSION_BASE
-from workflows.launchers import launcher_for
+from workflows.launchers import Launcher, launcher_for
 from workflows.planning import PlanError, build_plan
 from workflows.report.plan_text import render_plan
 from workflows.report.summary import render_summary, write_summary
 from workflows.state.decide import decide
 from workflows.state.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
+from workflows.store.views import StoreError, adopt, attach
+from workflows.sweep import callback, variant as sweep
 from workflows.tracking import tracked
 
 register()
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> int:
+    job = sweep.join(cfg)  # -m: this variant's own run_dir; None for a single run
+    code = run(cfg, job)
+    if job is None and code:
+        sys.exit(code)
+    if job is not None:
+        job.exit_code = code
+        if code == 130:
+            raise SystemExit(code)  # Ctrl-C stops the whole sweep, not one variant
+    return code
+
+
+def run(cfg: DictConfig, job: sweep.Variant | None) -> int:
+    """One pipeline invocation; its exit code (2: bad config or tracking store, 75: run_dir busy)."""
     try:
+        if job is not None and job.problem:
+            raise PlanError(str(cfg.get("name")), [job.problem])
         plan = build_plan(cfg)
         if not cfg.dry_run:
             lock_run_dir(plan.run_dir, wait=cfg.wait_for_lock)  # held until exit
-        decide(plan)  # what runs, from the disk as it is now that we hold run_dir
+            adopt(plan)  # stage folders of a run_dir from before the store move into it
+        decide(plan)  # what runs, from the store as it is now that we hold run_dir
+        if not cfg.dry_run:
+            attach(plan)  # <run_dir>/<stage> -> its store entry
     except PlanError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except RunDirBusy as err:
+        return 2
+    except (RunDirBusy, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(BUSY_EXIT_CODE)
+        return BUSY_EXIT_CODE
+    if job is not None:
+        sweep.tag(job, plan)
     print(render_plan(plan))
     launcher = launcher_for(plan.config["launcher"]["name"])
     if cfg.dry_run:
         if extra := launcher.dry_run(plan):  # e.g. the Slurm launcher prints its exact job scripts
             print(extra)
-        return
+        return 0
+    later = job is not None and sweep.follow_later(job, plan)  # a sweep submits every variant first
+    stack = contextlib.ExitStack()
     try:
-        with tracked(plan) as tracker:  # checks the store first; ends every run with its true status
+        with stack:
+            tracker = stack.enter_context(tracked(plan))  # checks the store first; ends runs with their true status
             results = launcher.run(plan, tracker)
-            path = write_summary(plan, results)
-            tracker.log_summary(path)
+            if later:  # keep the tracker open until the end of the sweep follows the jobs
+                held = stack.pop_all()
+                job.later = lambda: _follow(plan, launcher, tracker, results, held)
+                return 0
+            return _report(plan, tracker, results)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
-        sys.exit(130)
+        return 130
+
+
+def _follow(plan: Plan, launcher: Launcher, tracker: PipelineTracker, results: list[StageResult],
+            stack: contextlib.ExitStack) -> int:
+    try:
+        with stack:
+            return _report(plan, tracker, launcher.follow(plan, tracker, results))
+    except KeyboardInterrupt:
+        print("\ninterrupted: the jobs keep running; run the same command again to follow them", file=sys.stderr)
+        return 130
+
+
+def _report(plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> int:
+    path = write_summary(plan, results)
+    tracker.log_summary(path)
     print(render_summary(results, path))
-    if any(r.status not in OK for r in results):
-        sys.exit(1)
+    return 0 if all(r.status in OK for r in results) else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -71,6 +115,7 @@ def cli() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # kill, Slurm preemption or time limit: like Ctrl-C
     sys.argv[1:] = normalize_overrides(sys.argv[1:])
     main()
+    sys.exit(callback.exit_code())  # a sweep's worst variant; 0 after a single run that succeeded
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from posttrain.tracking import PipelineTracker
 from workflows.launchers.env import stage_env
 from workflows.state.decide import prepare_stage_dir
 from workflows.state.lock import held_fds
+from workflows.store.claim import claim
 
 LOG_TAIL = 15  # lines of a failed stage's log shown on the console
 
@@ -82,6 +83,11 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str]) -> StageResu
     return result
 
 
+def cached_result(stage: PlannedStage) -> StageResult:
+    manifest = stage.dir.read_manifest()
+    return StageResult.of(stage, Status.CACHED, metrics=manifest.metrics if manifest else {})
+
+
 def gate_result(stage: PlannedStage, results: dict[str, StageResult]) -> StageResult | None:
     """The `gated` result of a stage whose gate fails on its upstream's results, else None (it runs)."""
     gate = stage.spec.gate
@@ -103,6 +109,9 @@ class LocalLauncher:
     def dry_run(self, plan: Plan) -> str:
         return ""
 
+    def follow(self, plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+        return results  # `run` returns when every stage has ended: nothing is left to follow
+
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
         env = stage_env(plan)
         results: dict[str, StageResult] = {}
@@ -111,15 +120,16 @@ class LocalLauncher:
                 results[stage.name] = StageResult.of(stage, Status.GIVEN, "model given by path or hub id")
                 continue
             if stage.cached:  # its manifest carries the current fingerprint: start nothing
-                manifest = stage.dir.read_manifest()
-                results[stage.name] = StageResult.of(stage, Status.CACHED, metrics=manifest.metrics if manifest else {})
+                results[stage.name] = cached_result(stage)
             elif blocked := [u for u in stage.upstream if results[u].status not in DONE]:
                 results[stage.name] = StageResult.of(stage, Status.SKIPPED,
                                                      f"upstream '{blocked[0]}' {results[blocked[0]].status}")
             elif gated := gate_result(stage, results):  # an upstream metric is out of the stage's gate bounds
                 results[stage.name] = gated
             else:
-                results[stage.name] = run_stage(plan, stage, {**env, **tracker.stage_env(stage)})
+                with claim(plan, stage) as must_run:  # another run training the same entry: wait, then reuse
+                    results[stage.name] = (run_stage(plan, stage, {**env, **tracker.stage_env(stage)}) if must_run
+                                           else cached_result(stage))
             tracker.stage_end(stage, results[stage.name])
         return list(results.values())
 

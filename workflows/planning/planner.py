@@ -26,6 +26,7 @@ from workflows.planning.data import check_pipeline_data
 from workflows.planning.errors import PlanError
 from workflows.planning.gates import plan_gate
 from workflows.planning.trainer import trainer_problems
+from workflows.store.layout import default_store, store_problems
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -40,6 +41,7 @@ class Planner:
     def __init__(self, cfg: dict[str, Any]):
         self.config = cfg
         self.run_dir = absolute(cfg["run_dir"])
+        cfg["store_dir"] = absolute(cfg.get("store_dir") or default_store())  # stage folders live there
         self.stages: dict[str, dict[str, Any]] = {
             n: s for n, s in (cfg.get("stages") or {}).items() if s.get("enabled", True)
         }
@@ -262,6 +264,7 @@ class Planner:
         data_problems, data_notes = check_pipeline_data(specs, self.config["model"])
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
+        self.problems.extend(store_problems(self.config["store_dir"], self.run_dir))
         if not self.stages:
             self.problem("the pipeline defines no stages (did you forget +pipeline=<name>?)")
         if cycle := find_cycle(self.edges):

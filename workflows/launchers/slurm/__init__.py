@@ -27,5 +27,8 @@ class SlurmLauncher:
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
         return launcher.run(plan, tracker)
 
+    def follow(self, plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+        return launcher.follow_submitted(plan, tracker, results)
+
 
 LAUNCHER = SlurmLauncher()

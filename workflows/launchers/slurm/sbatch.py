@@ -97,7 +97,7 @@ def _sbatch_options(plan: Plan, stage: PlannedStage) -> list[str]:
 def _identity_mounts(plan: Plan, stage: PlannedStage) -> list[str]:
     """Host paths the stage reads or writes, bound at the same path so stage.yaml's paths hold."""
     spec = stage.spec
-    paths = [plan.run_dir]
+    paths = [plan.run_dir, str(plan.config["store_dir"])]  # the run_dir's stage links point into the store
     for ref in (spec.policy, spec.reference):
         if ref and os.path.isabs(ref.path):
             paths.append(ref.path)
