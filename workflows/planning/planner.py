@@ -264,7 +264,7 @@ class Planner:
         data_problems, data_notes = check_pipeline_data(specs, self.config["model"])
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
-        self.problems.extend(store_problems(self.config["store_dir"], self.run_dir))
+        self.problems.extend(store_problems(self.config["store_dir"], self.run_dir, [CHECKPOINT, *self.stages]))
         if not self.stages:
             self.problem("the pipeline defines no stages (did you forget +pipeline=<name>?)")
         if cycle := find_cycle(self.edges):

@@ -24,14 +24,14 @@ def default_store() -> str:
     return os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
-def store_problems(store_dir: str, run_dir: str) -> list[str]:
-    """A store and a run_dir that would overlap: a run_dir's stage links would land among entries."""
+def store_problems(store_dir: str, run_dir: str, stages: list[str]) -> list[str]:
+    """A store and a run_dir that would overlap: the run_dir's stage links would land among entries."""
     store, run = Path(store_dir).expanduser().resolve(), Path(run_dir).expanduser().resolve()
     if run == store or store in run.parents:
         return [f"run_dir: {run_dir} is inside the stage store ({store}, store_dir); choose a run_dir outside it"]
-    if run in store.parents:
-        return [f"store_dir: {store_dir} is inside run_dir {run_dir}; keep the store beside the run_dirs "
-                f"(default {DEFAULT_STORE})"]
+    if run in store.parents and store.relative_to(run).parts[0] in stages:
+        return [f"store_dir: {store_dir} is where run_dir's link for stage '{store.relative_to(run).parts[0]}' "
+                f"goes; keep the store beside the run_dirs (default {DEFAULT_STORE})"]
     return []
 
 

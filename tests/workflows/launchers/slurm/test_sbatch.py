@@ -26,7 +26,7 @@ GOLDEN = ROOT / "tests" / "golden"
 REGEN = os.environ.get("POSTTRAIN_REGEN_GOLDEN") == "1"
 HOSTILE_NAME = "x; rm -rf ~"
 
-CLUSTER = ["launcher=slurm", "tracking=none", "launcher.python=/opt/venv/bin/python",
+CLUSTER = ["launcher=slurm", "tracking=none", "launcher.python=/opt/venv/bin/python", "store_dir=/runs/store",
            "launcher.partition=gpu", "launcher.account=llm-team", "launcher.qos=high", "launcher.time=04:00:00",
            "launcher.cpus_per_task=32", "launcher.mem=0", "launcher.constraint=h100",
            "launcher.extra_sbatch=[--exclusive,'--mail-type=FAIL']",
@@ -99,9 +99,10 @@ def test_dry_run_prints_every_script_and_submits_nothing(tmp_path: Path):
     result = run_cli("+pipeline=sft_dpo", "launcher=slurm", "dry_run=true", "tracking=none", f"run_dir={run_dir}",
                      "stages.dpo.resources.nodes=2", "stages.dpo.resources.gpus_per_node=8")
     assert result.returncode == 0, result.stderr
-    for stage in ("checkpoint", "sft", "dpo"):
-        assert f"==> {run_dir}/{stage}/job.sbatch" in result.stdout
-        assert not (run_dir / stage).exists()
+    store = Path(os.environ["POSTTRAIN_STORE_DIR"]).resolve()
+    for stage in ("checkpoint", "sft", "dpo"):  # each stage's folder is its store entry: <store>/<type>/<fingerprint>
+        assert re.search(rf"==> {re.escape(str(store))}/{stage}/[0-9a-f]{{64}}/job.sbatch", result.stdout)
+        assert not (run_dir / stage).exists() and not (store / stage).exists()
     assert "#SBATCH --dependency" not in result.stdout  # ids exist only at submission: on sbatch's command line
     assert "sbatch --parsable --dependency=afterok:<job of sft> --kill-on-invalid-dep=yes" in result.stdout
 
