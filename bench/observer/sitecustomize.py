@@ -32,13 +32,21 @@ if _FOLDER:
     def _maxrss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
+    def _stage_name(stage_yaml: str) -> str | None:
+        """The stage's name: stage.yaml's `name:` line (its folder is a store entry, named by fingerprint)."""
+        try:
+            with open(stage_yaml) as f:
+                return next((line.split(":", 1)[1].strip() for line in f if line.startswith("name:")), None)
+        except OSError:
+            return None
+
     def _write() -> None:
         if "train_begin_s" not in _record:
             return  # this process never trained: nothing to say
         stage_yaml = next((a for a in sys.argv if a.endswith("stage.yaml")), "")
         _record.update(pid=os.getpid(), argv=list(sys.argv), rank=int(os.environ.get("RANK", "0")),
                        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                       stage=os.path.basename(os.path.dirname(stage_yaml)) or None,
+                       stage=_stage_name(stage_yaml),
                        maxrss_mb_exit=_maxrss_mb(), exit_s=time.perf_counter())
         os.makedirs(_FOLDER, exist_ok=True)
         path = os.path.join(_FOLDER, f"{os.getpid()}.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_sft_dpo_chain_completes_in_order_with_a_two_task_srun_stage(tmp_path: P
     # SFT ran as 2 Slurm tasks, one training process each, and DPO trained from its output
     sft, dpo = (json.loads((run_dir / n / "manifest.json").read_text()) for n in ("sft", "dpo"))
     assert sft["world_size"] == 2 and dpo["world_size"] == 1
-    assert dpo["inputs"]["policy_init"] == str(run_dir / "sft" / "model")
+    assert dpo["inputs"]["policy_init"] == os.path.realpath(run_dir / "sft" / "model")  # the store entry
     assert dpo["initial_weights_digest"] != sft["initial_weights_digest"]
     assert "[sft] step 3/3" in (run_dir / "sft" / "stage.log").read_text()  # the job's log is the stage's log
 
@@ -113,10 +114,18 @@ def test_a_queued_chain_is_not_submitted_twice(tmp_path: Path):
             assert f"==> {name}: already queued as job {job_id}" in second.stdout
         assert "submitted job" not in second.stdout
 
+        # Another beta is another store entry: a job of its own, after the SFT job still queued; the
+        # first DPO variant's entry and job are left as they were (nothing is overwritten).
+        first_dpo = os.path.realpath(run_dir / "dpo")
         changed = run_cli("+pipeline=sft_dpo", *held, "stages.dpo.trainer.beta=0.5", timeout=300)
-        assert changed.returncode == 2
-        assert f"stage 'dpo': job {ids['dpo']} from an earlier submission is PENDING with another config" \
-            in changed.stderr
+        assert changed.returncode == 0, changed.stderr
+        new_ids = job_ids(read_summary(run_dir))
+        ids["dpo-0.5"] = new_ids["dpo"]
+        assert f"==> sft: already queued as job {ids['sft']}" in changed.stdout
+        assert new_ids["dpo"] != ids["dpo"] and os.path.realpath(run_dir / "dpo") != first_dpo
+        assert json.loads((run_dir / "dpo" / "job.json").read_text())["dependencies"] == [ids["sft"]]
+        assert json.loads(Path(first_dpo, "job.json").read_text())["job_id"] == ids["dpo"]
+        assert {r["state"] for r in job_states([ids["dpo"], new_ids["dpo"]]).values()} == {"PENDING"}
     finally:
         if ids:
             subprocess.run(["scancel", *ids.values()], check=False)
