@@ -129,7 +129,7 @@ def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]
     if manifest is not None and manifest.fingerprint == current and not rerun:
         if newer := _finished_after(stage, plan, manifest.finished_at):
             return f"upstream re-ran: {_names(newer)}", None
-        if manifest.missing_files(stage.spec.model_dir):
+        if manifest.missing_files(str(folder / os.path.relpath(stage.spec.model_dir, stage.stage_dir))):
             return "incomplete: model files missing", None
         return Status.CACHED.value, None
     last = (previous or {}).get("fingerprint") or (manifest.fingerprint if manifest else None)
