@@ -67,9 +67,15 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
     if len({v["pipeline"] for v in variants}) > 1:
         out.append(["pipeline", *(v["pipeline"] for v in variants)])
     out.append(["status", *(v["status"] for v in variants)])
-    for label, statuses in (("trained", ("completed",)), ("reused", ("cached",))):
-        out.append([label, *(", ".join(n for n, s in v["stages"].items() if s["status"] in statuses) or "-"
-                             for v in variants)])
+    trained: dict[str, int] = {}  # output dir -> the first variant that completed it (a shared job completes in all)
+    for i, v in enumerate(variants):
+        for stage in v["stages"].values():
+            if stage["status"] == "completed":
+                trained.setdefault(stage["output_dir"], i)
+    for label, mine in (("trained", True), ("reused", False)):
+        out.append([label, *(", ".join(n for n, s in v["stages"].items() if s["status"] in ("completed", "cached")
+                                       and (trained.get(s["output_dir"]) == i) == mine) or "-"
+                             for i, v in enumerate(variants))])
     names = [n for v in variants for n in v["stages"] if n not in data["shared"]]
     for name in dict.fromkeys(names):
         keys = [k for v in variants for k, x in v["stages"].get(name, {}).get("metrics", {}).items()

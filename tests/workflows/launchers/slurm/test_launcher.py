@@ -129,3 +129,35 @@ def test_a_queued_chain_is_not_submitted_twice(tmp_path: Path):
     finally:
         if ids:
             subprocess.run(["scancel", *ids.values()], check=False)
+
+
+def test_a_sweep_submits_the_shared_sft_once_and_each_dpo_variant_after_it(tmp_path: Path):
+    overrides = [o for o in lean(tmp_path / "run", "sft", "dpo") if not o.startswith("run_dir=")]  # a run_dir each
+    result = run_cli("-m", "+pipeline=sft_dpo", *overrides, "launcher.wait=true", "stages.dpo.trainer.beta=0.05,0.2",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=900)
+    variants = [read_summary(tmp_path / "sweep" / n) for n in ("0", "1")]
+    ids = [job_ids(v) for v in variants]
+    every = sorted({i for v in ids for i in v.values()})
+    try:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        for summary in variants:  # launcher.wait followed every variant's jobs to their end
+            assert {s["status"] for s in summary.values()} <= {"completed", "cached"}
+            assert summary["dpo"]["status"] == "completed"
+        assert f"==> sft: already queued as job {ids[0]['sft']}" in result.stdout  # the second variant reuses it
+        assert ids[1]["sft"] == ids[0]["sft"] and ids[1]["dpo"] != ids[0]["dpo"]
+        assert len(every) == 4, ids  # checkpoint, sft, and one dpo per variant
+        wait_for_jobs(every, timeout=60)
+        lines = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,SubmitLine", "-j", ",".join(every)],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+        sacct = {f[0]: f[1:] for f in (line.split("|", 3) for line in lines)}
+        assert sorted(name.rsplit("-", 1)[1] for name, _, _ in sacct.values()) == ["checkpoint", "dpo", "dpo", "sft"]
+        assert {state for _, state, _ in sacct.values()} == {"COMPLETED"}
+        for variant in ids:  # each DPO job was submitted with afterok on the one SFT job
+            assert f"--dependency=afterok:{ids[0]['sft']} " in sacct[variant["dpo"]][2]
+        assert f"--dependency=afterok:{ids[0]['checkpoint']} " in sacct[ids[0]["sft"]][2]
+        dpo_dirs = {v["dpo"]["output_dir"] for v in variants}
+        assert len(dpo_dirs) == 2 and len({v["sft"]["output_dir"] for v in variants}) == 1
+        assert "stages.dpo.trainer.beta  0.05" in result.stdout  # the sweep table, once both are done
+    finally:
+        if every:
+            subprocess.run(["scancel", *every], check=False)
