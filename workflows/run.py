@@ -14,15 +14,13 @@ import hydra
 from omegaconf import DictConfig
 
 from posttrain.paths import CONF_DIR
-from posttrain.pipeline import Plan, StageResult
-from posttrain.status import OK
-from posttrain.tracking import PipelineTracker, TrackingError
+from posttrain.tracking import TrackingError
 from workflows.config import normalize_overrides, register
 from workflows.config.schema import VERSION_BASE
-from workflows.launchers import Launcher, launcher_for
+from workflows.launchers import launcher_for
 from workflows.planning import PlanError, build_plan
 from workflows.report.plan_text import render_plan
-from workflows.report.summary import render_summary, write_summary
+from workflows.report.summary import report
 from workflows.state.decide import decide
 from workflows.state.lock import BUSY_EXIT_CODE, RunDirBusy, lock_run_dir
 from workflows.store.views import StoreError, adopt, attach
@@ -77,34 +75,16 @@ def run(cfg: DictConfig, job: sweep.Variant | None) -> int:
         with stack:
             tracker = stack.enter_context(tracked(plan))  # checks the store first; ends runs with their true status
             results = launcher.run(plan, tracker)
-            if later:  # keep the tracker open until the end of the sweep follows the jobs
-                held = stack.pop_all()
-                job.later = lambda: _follow(plan, launcher, tracker, results, held)
+            if later:  # the tracker stays open until the end of the sweep follows the jobs
+                sweep.defer(job, plan, launcher, tracker, results, stack.pop_all())
                 return 0
-            return _report(plan, tracker, results)
+            return report(plan, tracker, results)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; run the same command again to continue", file=sys.stderr)
         return 130
-
-
-def _follow(plan: Plan, launcher: Launcher, tracker: PipelineTracker, results: list[StageResult],
-            stack: contextlib.ExitStack) -> int:
-    try:
-        with stack:
-            return _report(plan, tracker, launcher.follow(plan, tracker, results))
-    except KeyboardInterrupt:
-        print("\ninterrupted: the jobs keep running; run the same command again to follow them", file=sys.stderr)
-        return 130
-
-
-def _report(plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> int:
-    path = write_summary(plan, results)
-    tracker.log_summary(path)
-    print(render_summary(results, path))
-    return 0 if all(r.status in OK for r in results) else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:

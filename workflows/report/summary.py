@@ -8,7 +8,8 @@ from typing import Any
 from posttrain.artifacts import SUMMARY, TABLE_FILE
 from posttrain.jsonio import write_json
 from posttrain.pipeline import Plan, StageResult
-from posttrain.status import DONE, Status
+from posttrain.status import DONE, OK, Status
+from posttrain.tracking import PipelineTracker
 
 # Metrics worth a column in the console summary, in this order; everything is in summary.json.
 HEADLINE_METRICS = ("train_loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "kl")
@@ -52,3 +53,11 @@ def write_summary(plan: Plan, results: list[StageResult]) -> str:
     path = os.path.join(plan.run_dir, SUMMARY)
     write_json(path, {"pipeline": plan.name, "run_dir": plan.run_dir, "stages": [r.to_dict() for r in results]})
     return path
+
+
+def report(plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> int:
+    """The end of an invocation: summary.json (also on the tracker), the table; the exit code."""
+    path = write_summary(plan, results)
+    tracker.log_summary(path)
+    print(render_summary(results, path))
+    return 0 if all(r.status in OK for r in results) else 1

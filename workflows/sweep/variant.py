@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from posttrain.pipeline import Plan
+from posttrain.pipeline import Plan, StageResult
+from posttrain.tracking import PipelineTracker
+from workflows.launchers import Launcher
+from workflows.report.summary import report
 
 SWEEP_TAG, VARIANT_TAG = "posttrain.sweep", "posttrain.sweep.variant"
 
@@ -96,3 +101,19 @@ def follow_later(variant: Variant, plan: Plan) -> bool:
         return False
     plan.config["launcher"]["wait"] = False
     return True
+
+
+def defer(variant: Variant, plan: Plan, launcher: Launcher, tracker: PipelineTracker, results: list[StageResult],
+          held: contextlib.ExitStack) -> None:
+    """Leave following the variant's jobs, reporting them and ending its tracking (`held`) to the
+    end of the sweep (the callback calls `variant.later`)."""
+
+    def finish() -> int:
+        try:
+            with held:
+                return report(plan, tracker, launcher.follow(plan, tracker, results))
+        except KeyboardInterrupt:
+            print("\ninterrupted: the jobs keep running; run the same command again to follow them", file=sys.stderr)
+            return 130
+
+    variant.later = finish

@@ -146,3 +146,25 @@ def test_a_new_attempt_without_a_checkpoint_gets_a_new_run(tmp_path, store):
     first, second = _runs(store[1], "attempts")["checkpoint"]
     assert (first.info.status, second.info.status) == ("FAILED", "FINISHED")
     assert second.data.tags["posttrain.previous_attempt_run_id"] == first.info.run_id
+
+
+def test_a_sweep_variant_tags_every_run_and_its_followed_jobs_end_their_runs(tmp_path, store):
+    """A sweep on a scheduler: each variant's stages are submitted (their runs stay open), then
+    followed at the end of the sweep, which ends every run with its true status."""
+    plan = _plan(tmp_path, store, "sweep")
+    plan.tracking.tags.update({"posttrain.sweep": "20250101-120000", "posttrain.sweep.variant": "beta=0.2"})
+    with tracked(plan) as tracker:
+        for stage in plan.stages:
+            tracker.stage_env(stage)
+            tracker.stage_end(stage, StageResult.of(stage, Status.SUBMITTED))
+        for stage in plan.stages:  # later: every job ended
+            stage.dir.write_manifest(Manifest(stage.name, stage.type, stage.spec.fingerprint, stage.spec.model_dir))
+            tracker.stage_end(stage, StageResult.of(stage, Status.COMPLETED, wall_seconds=1.0))
+    runs = _runs(store[1], "sweep")
+    [parent] = runs.pop("parents")
+    assert parent.info.run_name.endswith(" [beta=0.2]") and parent.info.status == "FINISHED"
+    for run in [parent, *(r for rs in runs.values() for r in rs)]:
+        assert run.data.tags["posttrain.sweep"] == "20250101-120000"
+        assert run.data.tags["posttrain.sweep.variant"] == "beta=0.2"
+    assert {name: [r.info.status for r in rs] for name, rs in runs.items()} == {
+        s.name: ["FINISHED"] for s in plan.stages}
