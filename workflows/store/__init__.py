@@ -3,7 +3,7 @@
     <store>/                        store_dir (default outputs/store, or $POSTTRAIN_STORE_DIR)
       <stage type>/<fingerprint>/   one stage folder (posttrain/artifacts.py layout): stage.yaml,
                                     stage.log, fingerprint.json, checkpoints/, model/ ..., manifest.json
-      .locks/<type>-<fingerprint>.lock   its fcntl lock (workflows/state/lock.py); never deleted
+      .locks/<type>-<fingerprint>.lock   its fcntl lock (workflows/state/lock.py); its mtime: last use
       .run_dirs/<digest>.json       the run_dirs that link into the store (for `posttrain store ls/gc`)
 
     <run_dir>/<stage> -> <store>/<type>/<fingerprint>    the view: a symlink per stage

@@ -46,7 +46,7 @@ def _when(seconds: float) -> str:
 
 def inventory(store: Store) -> list[EntryInfo]:
     refs = store.references()
-    return [describe(e, refs.get(e, []), entry_busy(store.lock_file(e))) for e in store.entries()]
+    return [describe(e, store.lock_file(e), refs.get(e, []), entry_busy(store.lock_file(e))) for e in store.entries()]
 
 
 def _table(infos: list[EntryInfo], why: dict[Path, str] | None = None) -> str:

@@ -16,7 +16,6 @@ from posttrain.jsonio import read_json, write_json
 STORE_ENV = "POSTTRAIN_STORE_DIR"  # the default of `store_dir`, for a team's shared store
 DEFAULT_STORE = "outputs/store"
 LOCKS, RUN_DIRS = ".locks", ".run_dirs"
-LAST_USED = ".last_used"  # in an entry: its mtime is the last time a run used the entry
 
 
 def default_store() -> str:
@@ -97,10 +96,11 @@ def views(run_dir: Path) -> dict[str, Path]:
     return out
 
 
-def touch(entry: Path) -> None:
-    """Note that a run used the entry now (`posttrain store ls` shows it; `gc --unused-days` reads it)."""
-    path = entry / LAST_USED
+def touch(path: Path) -> None:
+    """Note that a run used an entry now: its lock file's mtime (the entry itself stays untouched,
+    so a cached re-run changes no file of it). `posttrain store ls` shows it; gc's --unused-days reads it."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
         os.utime(path)
     except OSError:
@@ -138,7 +138,7 @@ def size_of(path: Path) -> int:
     return total
 
 
-def describe(entry: Path, references: list[tuple[str, str]], busy: bool) -> EntryInfo:
+def describe(entry: Path, lock: Path, references: list[tuple[str, str]], busy: bool) -> EntryInfo:
     folder = StageDir(entry)
     manifest = folder.read_manifest()
     done = manifest is not None and manifest.fingerprint == entry.name
@@ -149,6 +149,5 @@ def describe(entry: Path, references: list[tuple[str, str]], busy: bool) -> Entr
     else:
         status = "incomplete"
     names = sorted({s for _, s in references} | ({manifest.name} if manifest else set()))
-    used = entry / LAST_USED
-    last = used.stat().st_mtime if used.exists() else (manifest.finished_at if manifest else 0.0)
+    last = lock.stat().st_mtime if lock.exists() else (manifest.finished_at if manifest else 0.0)
     return EntryInfo(entry, entry.parent.name, entry.name, status, names, size_of(entry), last, references, busy)

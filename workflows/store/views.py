@@ -138,4 +138,4 @@ def attach(plan: Plan) -> None:
             if stage.dir.read_manifest() is None:
                 raise StoreError(f"stage '{stage.name}': its store entry {entry} was removed while this run was "
                                  f"planned (posttrain store gc?); run the same command again")
-        touch(entry)
+        touch(store.lock_file(entry))
