@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change: POSTTRAIN_REGEN_GOLDEN=1 p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -260,3 +261,29 @@ def test_complete_stages_are_not_submitted_and_nothing_waits_for_them():
     assert "--dependency" not in text and "after sft" not in text
     plan.stage("dpo").reason = "cached"
     assert slurm.dry_run(plan).strip() == "Nothing to submit: every stage is complete."
+
+
+def test_a_job_holds_its_store_entry_while_it_runs(tmp_path: Path):
+    """The lines a decided stage's script runs before srun take the entry's lock: a job waits while
+    another run holds it (here: this test), as a local run would."""
+    from workflows.state.decide import decide
+    from workflows.state.lock import hold_entry, release_entry
+    from workflows.store.views import store_of
+
+    plan = decide(plan_for(["launcher=slurm", "tracking=none", f"run_dir={tmp_path / 'run'}"]))
+    stage = plan.stage("sft")
+    text = sbatch.render(plan, stage, [])
+    lock = store_of(plan).lock_file(Path(stage.stage_dir))
+    start = text.index("exec 9>>")
+    assert text.index(f"exec 9>>{lock}") == start < text.index("srun ")
+    prelude = text[start:text.index("srun ")]
+    hold_entry(lock, exclusive=True)
+    try:
+        blocked = subprocess.run(["timeout", "3", "bash", "-c", prelude + "echo ran"], capture_output=True, text=True)
+        assert blocked.returncode == 124 and "ran" not in blocked.stdout  # waited for the holder
+    finally:
+        release_entry(lock)
+    free = subprocess.run(["bash", "-c", prelude + "echo ran"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "SLURM_JOB_ID": "42"})
+    assert free.returncode == 0 and free.stdout.strip() == "ran", free.stderr
+    assert json.loads(lock.read_text())["command"] == "Slurm job 42"  # whoever waits next is told who holds it
