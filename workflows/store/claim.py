@@ -29,11 +29,12 @@ def claim(plan: Plan, stage: PlannedStage) -> Iterator[bool]:
     """Hold `stage`'s entry exclusively for as long as the block runs; yields whether the stage
     still has to run (False: another run finished it meanwhile, and `stage` is now cached).
     Afterwards the lock is kept shared: this run goes on using the entry."""
+    lock = _lock(plan, stage)
     if redecide(plan, stage):  # finished by another run since this one planned: no need to wait
         print(f"==> {stage.name}: trained meanwhile by another run; reusing {stage.stage_dir}", flush=True)
+        hold_entry(lock, exclusive=False)  # this run uses it from now on
         yield False
         return
-    lock = _lock(plan, stage)
     if hold_entry(lock, exclusive=True, wait=False) is None:
         print(f"==> {stage.name}: waiting for {holder(lock)}, which is using its store entry "
               f"{stage.stage_dir} ...", flush=True)
