@@ -113,7 +113,12 @@ def python(*args: str) -> list[str]:
 
 
 def pipeline(*overrides: str) -> list[str]:
-    """`python -m workflows.run <overrides>`, as a user runs it."""
+    """`python -m workflows.run <overrides>`, as a user runs it. A `run_dir=X` without `store_dir`
+    gets a stage store of its own, `X.store`: a benchmark that times training in a fresh run_dir
+    trains, where a shared store would hand it what an earlier repeat trained."""
+    run_dirs = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
+    if run_dirs and not any(o.startswith("store_dir=") for o in overrides):
+        overrides = (*overrides, f"store_dir={run_dirs[-1]}.store")
     return python("-m", "workflows.run", *overrides)
 
 

@@ -36,6 +36,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("packing", ["--quick"]),
     ("dpo_memory", ["--quick"]),
     ("deepspeed_step", ["--quick"]),
+    ("sweep", ["--quick"]),
     ("data_validation", ["--rows", "2000"]),
     ("gpu_sft_mfu", ["--quick"]),
 ]

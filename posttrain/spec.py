@@ -88,6 +88,7 @@ class TrackingSpec:
     experiment: str | None = None
     register: str | None = None  # a stage name whose model is registered
     registered_model: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # on every run of the invocation (a sweep's id)
 
 
 @dataclass

@@ -47,3 +47,12 @@ def read_summary(run_dir: Path) -> dict[str, dict]:
 @pytest.fixture
 def tmp_run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def own_store(tmp_path_factory):
+    """A stage store per test module (workflows/store/): no test reuses another module's stages,
+    and none writes the checkout's outputs/store. Tests that need one per test set their own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POSTTRAIN_STORE_DIR", str(tmp_path_factory.mktemp("store")))
+        yield

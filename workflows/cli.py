@@ -20,6 +20,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("workflows.status", "where every stage of a run_dir stands: step, ETA, errors, jobs, links"),
     "report": ("workflows.report.html", "write <run_dir>/report.html: curves, evaluations, the DAG, the summary"),
+    "store": ("workflows.store.commands", "the stage store: `ls` its entries, `gc` what no run_dir uses"),
 }
 
 

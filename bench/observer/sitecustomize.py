@@ -9,7 +9,9 @@ process writes <folder>/<pid>.json when training ends and again at exit:
   {stage, rank, argv, start_s, train_begin_s, train_begin_cpu_s, steps: [{step, epoch, t, cpu}], logs: [...],
    train_end_s, exit_s, maxrss_mb_train_end, maxrss_mb_exit}
 (t: perf_counter, cpu: process_time of all the process's threads). The wrapping adds two clock
-reads per step; the stage code is not touched.
+reads per step; the stage code is not touched. Every stage process (`-m stages.<type>`), whether it
+trains or not, also leaves <folder>/<pid>.start at start-up: `<type> <stage.yaml>`, so a test can
+count the stage processes a command started.
 """
 
 from __future__ import annotations
@@ -27,10 +29,24 @@ if _FOLDER:
     import time
 
     _TARGET = "transformers.trainer_callback"
+    _argv = list(getattr(sys, "orig_argv", []))  # python [opts] -m stages.<type> <stage.yaml>
+    _module = _argv[_argv.index("-m") + 1] if "-m" in _argv[:-1] else ""
+    if _module.startswith("stages."):
+        os.makedirs(_FOLDER, exist_ok=True)
+        with open(os.path.join(_FOLDER, f"{os.getpid()}.start"), "w") as _started:
+            _started.write(" ".join([_module.removeprefix("stages."), *_argv[_argv.index("-m") + 2:]]))
     _record: dict = {"steps": [], "logs": [], "start_s": time.perf_counter()}  # ~ interpreter start
 
     def _maxrss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    def _stage_name(stage_yaml: str) -> str | None:
+        """The stage's name: stage.yaml's `name:` line (its folder is a store entry, named by fingerprint)."""
+        try:
+            with open(stage_yaml) as f:
+                return next((line.split(":", 1)[1].strip() for line in f if line.startswith("name:")), None)
+        except OSError:
+            return None
 
     def _write() -> None:
         if "train_begin_s" not in _record:
@@ -38,7 +54,7 @@ if _FOLDER:
         stage_yaml = next((a for a in sys.argv if a.endswith("stage.yaml")), "")
         _record.update(pid=os.getpid(), argv=list(sys.argv), rank=int(os.environ.get("RANK", "0")),
                        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                       stage=os.path.basename(os.path.dirname(stage_yaml)) or None,
+                       stage=_stage_name(stage_yaml),
                        maxrss_mb_exit=_maxrss_mb(), exit_s=time.perf_counter())
         os.makedirs(_FOLDER, exist_ok=True)
         path = os.path.join(_FOLDER, f"{os.getpid()}.json")

@@ -32,6 +32,11 @@ def load_spec(argv: list[str] | None = None) -> StageSpec:
         spec = StageSpec.load(argv[0])
     except (SpecError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
+    done = StageDir(spec.stage_dir).read_manifest()
+    if spec.fingerprint and done is not None and done.fingerprint == spec.fingerprint:
+        # its store entry was finished by another run after this process was queued (a Slurm job)
+        print(f"[{spec.name}] already complete in {spec.stage_dir} (another run trained it); nothing to do", flush=True)
+        raise SystemExit(0)
     adopt_srun_ranks(spec)  # runner=srun: this process's rank comes from its scheduler task id
     enforce_gate(spec)  # a failed gate (posttrain/gates.py) exits here, on any launcher
     progress.start(spec)  # progress.json: `posttrain status` sees the process from here on

@@ -30,6 +30,7 @@ EXPECTED = {
     "dpo_memory": ({"full fine-tune, live reference", "LoRA r=16, adapter-disabled reference",
                     "full fine-tune, precomputed reference", "LoRA r=16, precomputed reference"}, 3),
     "deepspeed_step": ({"DDP (deepspeed=none)", "ZeRO-2", "ZeRO-3"}, 0),
+    "sweep": ({"-m sweep, 2 DPO variants (SFT once)", "2 separate pipelines (SFT each)"}, 2),
 }
 
 
@@ -88,6 +89,7 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path):
         assert f"\n{name} (quick" in proc.stdout  # its table was printed
     cached = json.loads((out / "cached_rerun.json").read_text())
     assert cached["problems"] == []  # every stage cached, nothing started, no model loaded
+    assert json.loads((out / "sweep.json").read_text())["problems"] == []  # the sweep trained its SFT once
     gpu = json.loads((out / "gpu_sft_mfu.json").read_text())
     assert COMMON_KEYS <= set(gpu)
     import torch

@@ -6,6 +6,7 @@ only when the stage builds its config), so one invocation shows both a finished 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_params_are_the_flattened_redacted_stage_config(tracked_run):
     spec = yaml.safe_load((run_dir / "dpo" / "stage.yaml").read_text())
     assert dpo["stage.trainer.beta"] == str(spec["trainer"]["beta"])
     assert dpo["stage.data.sources.0.path"] == spec["data"]["sources"][0]["path"]
-    assert dpo["stage.policy.path"] == str(run_dir / "sft" / "model")
+    assert dpo["stage.policy.path"] == os.path.realpath(run_dir / "sft" / "model")  # the store entry
     assert dpo["learning_rate"] == str(float(spec["trainer"]["learning_rate"]))  # TRL's args, via HF's callback
     parent = tracked_run["parent"].data.params
     assert parent["stages.dpo.trainer.beta"] == str(spec["trainer"]["beta"])
@@ -91,7 +92,7 @@ def test_params_are_the_flattened_redacted_stage_config(tracked_run):
 def test_lineage_tags_name_the_sft_run_its_output_and_the_data(tracked_run):
     stage, run_dir = tracked_run["stage"], tracked_run["run_dir"]
     sft, dpo, kto = stage["sft"], stage["dpo"], stage["kto"]
-    sft_output = str(run_dir / "sft" / "model")
+    sft_output = os.path.realpath(run_dir / "sft" / "model")  # its store entry
     assert sft.data.tags["posttrain.output_dir"] == sft_output
     assert sft.data.tags["posttrain.upstream.checkpoint.run_id"] == stage["checkpoint"].info.run_id
     for run in (dpo, kto):

@@ -184,7 +184,8 @@ class PipelineConfig:
     """The root config: one pipeline invocation."""
 
     name: str = MISSING  # set by each conf/pipeline/*.yaml
-    run_dir: str = MISSING  # one folder per stage and summary.json go here
+    run_dir: str = MISSING  # a link per stage (into store_dir) and summary.json go here
+    store_dir: str = "outputs/store"  # stage outputs by fingerprint, shared by every run_dir (workflows/store/)
     dry_run: bool = False  # compose, validate and print the plan; train nothing
     force: list[str] = field(default_factory=list)  # stages to re-run although cached: [dpo] or [all]
     wait_for_lock: bool = False  # another run holds run_dir: wait for it instead of stopping (exit 75)

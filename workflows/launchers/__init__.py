@@ -46,7 +46,12 @@ class Launcher(Protocol):
         """What `dry_run=true` prints beyond the plan (the Slurm launcher: its job scripts)."""
 
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
-        """Run (or submit) every stage that is not cached, in DAG order; one result per stage."""
+        """Run (or submit) every stage that is not cached, in DAG order; one result per stage.
+        A launcher that submits follows its jobs to their end when `launcher.wait` is true."""
+
+    def follow(self, plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+        """Follow the stages `run` left `submitted` to their end (a sweep submits every variant
+        first, then follows them all); report each to the tracker; the final results."""
 
     def job_state(self, stage_dir: str) -> JobState | None:
         """The scheduler's word on the latest job submitted for the stage in `stage_dir` (`posttrain status`);

@@ -24,6 +24,7 @@ from workflows.launchers.stage_log import StageLog, disk_full
 from workflows.report.live import Console, console_for
 from workflows.state.decide import prepare_stage_dir
 from workflows.state.lock import held_fds
+from workflows.store.claim import claim
 
 LOG_TAIL = 15  # lines of a failed stage's log shown on the console
 
@@ -94,6 +95,11 @@ def run_stage(plan: Plan, stage: PlannedStage, env: dict[str, str], console: Con
     return result
 
 
+def cached_result(stage: PlannedStage) -> StageResult:
+    manifest = stage.dir.read_manifest()
+    return StageResult.of(stage, Status.CACHED, metrics=manifest.metrics if manifest else {})
+
+
 def gate_result(stage: PlannedStage, results: dict[str, StageResult]) -> StageResult | None:
     """The `gated` result of a stage whose gate fails on its upstream's results, else None (it runs)."""
     gate = stage.spec.gate
@@ -118,6 +124,9 @@ class LocalLauncher:
     def job_state(self, stage_dir: str) -> None:
         return None  # stages are child processes here: their progress.json says all there is
 
+    def follow(self, plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+        return results  # `run` returns when every stage has ended: nothing is left to follow
+
     def run(self, plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
         with console_for(plan) as console:  # live on a terminal, plain lines otherwise (workflows/report/live.py)
             return self._run(plan, tracker, console)
@@ -130,15 +139,16 @@ class LocalLauncher:
                 results[stage.name] = StageResult.of(stage, Status.GIVEN, "model given by path or hub id")
                 continue
             if stage.cached:  # its manifest carries the current fingerprint: start nothing
-                manifest = stage.dir.read_manifest()
-                results[stage.name] = StageResult.of(stage, Status.CACHED, metrics=manifest.metrics if manifest else {})
+                results[stage.name] = cached_result(stage)
             elif blocked := [u for u in stage.upstream if results[u].status not in DONE]:
                 results[stage.name] = StageResult.of(stage, Status.SKIPPED,
                                                      f"upstream '{blocked[0]}' {results[blocked[0]].status}")
             elif gated := gate_result(stage, results):  # an upstream metric is out of the stage's gate bounds
                 results[stage.name] = gated
             else:
-                results[stage.name] = run_stage(plan, stage, {**env, **tracker.stage_env(stage)}, console)
+                with claim(plan, stage) as must_run:  # another run training the same entry: wait, then reuse
+                    results[stage.name] = (run_stage(plan, stage, {**env, **tracker.stage_env(stage)}, console)
+                                           if must_run else cached_result(stage))
             console.stage_ended(stage, results[stage.name])
             tracker.stage_end(stage, results[stage.name])
         return list(results.values())

@@ -31,6 +31,7 @@ from workflows.planning.models import chat_template_problems, hub_model_problems
 from workflows.planning.places import name_problems, run_dir_problems
 from workflows.planning.trainer import trainer_problems
 from workflows.planning.values import value_problems
+from workflows.store.layout import default_store, store_problems
 
 
 def absolute(path: str) -> str:
@@ -43,6 +44,7 @@ class Planner:
     def __init__(self, cfg: dict[str, Any]):
         self.config = cfg
         self.run_dir = absolute(cfg["run_dir"])
+        cfg["store_dir"] = absolute(cfg.get("store_dir") or default_store())  # stage folders live there
         self.stages: dict[str, dict[str, Any]] = {
             n: s for n, s in (cfg.get("stages") or {}).items() if s.get("enabled", True)
         }
@@ -308,6 +310,7 @@ class Planner:
         data_problems, data_notes = check_pipeline_data(specs, model)
         self.problems.extend(data_problems)
         self.problems.extend(launch_problems(self.config, self.stages, specs))
+        self.problems.extend(store_problems(self.config["store_dir"], self.run_dir, [CHECKPOINT, *self.stages]))
         if not self.stages:
             self.problem("the pipeline defines no stages (did you forget +pipeline=<name>?)")
         if cycle := find_cycle(self.edges):

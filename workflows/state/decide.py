@@ -1,10 +1,12 @@
 """Why each stage of a plan runs or is skipped (`PlannedStage.reason`), and readying its folder.
 
-A stage is done only when <stage>/manifest.json (written last and atomically by the stage) carries
-the current fingerprint, its model files exist, its upstream manifests are older than it, and no
-upstream runs again in this invocation. <stage>/fingerprint.json records the fingerprint and its
-inputs of the latest attempt: it says whether the checkpoints in <stage>/checkpoints may be
-resumed, and which keys changed since.
+A stage's folder is its store entry, `<store>/<type>/<fingerprint>/` (workflows/store/), shared by
+every pipeline and run_dir that has the same stage. It is done only when its manifest.json (written
+last and atomically by the stage) carries the current fingerprint, its model files exist, its
+upstream manifests are older than it, and no upstream runs again in this invocation.
+fingerprint.json records the fingerprint and its inputs of the latest attempt: it says whether the
+checkpoints may be resumed. Which keys changed is told against the attempt `<run_dir>/<stage>`
+pointed at before (another entry, or a stage folder from before the store).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import shutil
 import time
 from typing import Any
 
-from posttrain.artifacts import FINGERPRINT_FILE, STAGE_OUTPUTS, TRAINER_STATE
+from posttrain.artifacts import FINGERPRINT_FILE, STAGE_LOG, STAGE_OUTPUTS, TRAINER_STATE, StageDir
 from posttrain.jsonio import read_json, write_json
 from posttrain.pipeline import Plan, PlannedStage
 from posttrain.status import Status
 from workflows.state.fingerprint import fingerprint
+from workflows.state.lock import held_run_dirs
+from workflows.store.views import legacy, recorded_fingerprint, relocate, view_path
 
 # Spec keys that come from the pipeline-wide config rather than stages.<name>.
 _GLOBAL_KEYS = {"seed": "seed", "chat_template": "model.chat_template", "model": "model"}
@@ -94,21 +98,38 @@ def _finished_after(stage: PlannedStage, plan: Plan, moment: float) -> list[str]
     return out
 
 
+def _empty(folder: StageDir) -> bool:
+    return not folder.manifest_file.exists() and not (folder / FINGERPRINT_FILE).exists() and \
+        not any((folder / o).exists() for o in STAGE_OUTPUTS)
+
+
+def _since_view(stage: PlannedStage, view: StageDir) -> str:
+    """`new`, or what changed since the attempt `<run_dir>/<stage>` pointed at until now."""
+    last = recorded_fingerprint(view) if view.path.is_dir() else None
+    if not last or last == stage.spec.fingerprint:
+        return NEW
+    record = read_json(view / FINGERPRINT_FILE) or {}
+    old = record.get("inputs") if record.get("fingerprint") == last else None
+    return describe_change(stage, old, stage.spec.fingerprint_inputs or {})
+
+
 def _decide(stage: PlannedStage, plan: Plan, forced: bool, runs: dict[str, bool]) -> tuple[str, str | None]:
     """(reason, checkpoint to resume from or None) for one stage; `runs` holds the upstream decisions."""
     current = stage.spec.fingerprint
-    folder = stage.dir
+    folder, view = stage.dir, StageDir(view_path(plan, stage))
+    if legacy(view.path) and _empty(folder) and recorded_fingerprint(view) == current:
+        folder = view  # a run_dir from before the store, judged where it is (a run moves it into the store)
     manifest = folder.read_manifest()
     previous = read_json(folder / FINGERPRINT_FILE)
     rerun = [u for u in stage.upstream if runs.get(u)]
     if forced:
         return "forced", None
-    if manifest is None and previous is None and not any((folder / o).exists() for o in STAGE_OUTPUTS):
-        return NEW, None  # nothing of it on disk: new, whatever its upstreams do
+    if _empty(folder):
+        return _since_view(stage, view), None  # nothing of it in the store: new, whatever its upstreams do
     if manifest is not None and manifest.fingerprint == current and not rerun:
         if newer := _finished_after(stage, plan, manifest.finished_at):
             return f"upstream re-ran: {_names(newer)}", None
-        if manifest.missing_files(stage.spec.model_dir):
+        if manifest.missing_files(str(folder / os.path.relpath(stage.spec.model_dir, stage.stage_dir))):
             return "incomplete: model files missing", None
         return Status.CACHED.value, None
     last = (previous or {}).get("fingerprint") or (manifest.fingerprint if manifest else None)
@@ -137,6 +158,7 @@ def decide(plan: Plan) -> Plan:
     """Fingerprint every stage, then set its reason and, when it resumes, `spec.resume_from`.
     Reads the run_dir as it is: call it once the run_dir is locked (or for a dry run)."""
     fingerprint(plan)
+    relocate(plan)  # each stage's folder is now its store entry, named by the fingerprint
     force = plan.config.get("force") or []
     forced = {s.name for s in plan.stages} if "all" in force else set([force] if isinstance(force, str) else force)
     runs: dict[str, bool] = {}
@@ -148,6 +170,15 @@ def decide(plan: Plan) -> Plan:
         stage.spec.resume_from = resume
         runs[stage.name] = stage.reason not in (Status.CACHED, Status.GIVEN)
     return plan
+
+
+def redecide(plan: Plan, stage: PlannedStage, pending: frozenset[str] = frozenset()) -> bool:
+    """Decide `stage` again from its entry as it is now (another run may have trained it, or left a
+    checkpoint, since `decide`); `pending`: upstream stages still to run in this invocation.
+    A forced stage stays forced. Returns whether it is cached now."""
+    if stage.reason != "forced" and not stage.external:
+        stage.reason, stage.spec.resume_from = _decide(stage, plan, False, {u: u in pending for u in stage.upstream})
+    return stage.cached
 
 
 def prepare_stage_dir(stage: PlannedStage) -> None:
@@ -169,3 +200,8 @@ def prepare_stage_dir(stage: PlannedStage) -> None:
         folder.history_file.unlink(missing_ok=True)
     write_json(folder / FINGERPRINT_FILE, {"fingerprint": stage.spec.fingerprint,
                                            "inputs": stage.spec.fingerprint_inputs, "prepared_at": time.time()})
+    # The log is the entry's, appended by every attempt whichever run_dir started it: say which.
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    by = ", ".join(held_run_dirs()) or "?"
+    with open(folder / STAGE_LOG, "a") as log:
+        log.write(f"==> {started} {stage.name} [{stage.type}] ({stage.reason}), started for run_dir {by}\n")

@@ -33,6 +33,7 @@ from posttrain.tracking.redact import loggable_params, mlflow_name, redact
 RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.FAILED: "FAILED", Status.INTERRUPTED: "KILLED",
               Status.GATED: "KILLED"}
 PENDING = (Status.SUBMITTED,)  # the pipeline goes on without this process
+SWEEP_VARIANT_TAG = "posttrain.sweep.variant"  # the overrides that make a sweep's variant (workflows/sweep.py)
 UNLOGGED_SPEC_KEYS = ("fingerprint_inputs",)  # bulky duplicates, left out of a stage run's params
 
 
@@ -55,6 +56,8 @@ class MlflowTracker:
         self.lost: str | None = None  # why the store stopped answering; then nothing more is sent
         settle_open_runs(self.client, plan, self.uri)
         name = f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if variant := self.tracking.tags.get(SWEEP_VARIANT_TAG):
+            name += f" [{variant}]"  # a sweep's variants tell apart in the runs table
         tags = {**self._common_tags(), "posttrain.role": "pipeline", "posttrain.command": _command(),
                 "mlflow.note.content": self._parent_note()}
         self.parent_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
@@ -78,6 +81,7 @@ class MlflowTracker:
             "mlflow.user": getpass.getuser(),
             "mlflow.source.name": "posttrain",
             "mlflow.source.type": "LOCAL",
+            **self.tracking.tags,
         }
         if self.commit:
             tags["posttrain.git_commit"] = self.commit
@@ -227,7 +231,8 @@ class MlflowTracker:
             self.store.tags(self.parent_id, {f"posttrain.status.{stage.name}": result.status.value})
             if result.status == Status.CACHED:
                 self._cached(stage, result)
-            run_id = self.running.pop(stage.name, None)
+            # a submitted stage's run stays ours to end if this invocation follows its job later
+            run_id = self.running.get(stage.name) if result.status in PENDING else self.running.pop(stage.name, None)
             if run_id:
                 self._end_stage_run(stage, result, run_id)
             params, numbers = split_constants(result.metrics, prefix=stage.name)

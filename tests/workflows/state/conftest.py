@@ -18,6 +18,7 @@ BRANCHES = [f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", "+pipeline=b
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("POSTTRAIN_STORE_DIR", str(tmp_path / "store"))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from tests.conftest import run_cli
 from tests.workflows.state.conftest import BRANCHES, branches_plan, data_overrides
 from workflows.planning import PlanError
 from workflows.state.decide import decide, prepare_stage_dir
+from workflows.store.views import attach
 
 
 def plan_for(run_dir: Path, data: Path, *overrides: str) -> Plan:
@@ -27,7 +28,9 @@ def plan_for(run_dir: Path, data: Path, *overrides: str) -> Plan:
 
 
 def finish(plan: Plan, *names: str) -> None:
-    """Leave `names` (default: all) as a completed stage process leaves them, in DAG order."""
+    """Leave `names` (default: all) as a completed stage process leaves them, in DAG order, with
+    the run_dir linking to them as the CLI leaves it (workflows/store/views.py `attach`)."""
+    attach(plan)
     for stage in plan.stages:
         if names and stage.name not in names:
             continue

@@ -31,5 +31,8 @@ class SlurmLauncher:
     def job_state(self, stage_dir: str) -> JobState | None:
         return launcher.job_state(stage_dir)
 
+    def follow(self, plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+        return launcher.follow_submitted(plan, tracker, results)
+
 
 LAUNCHER = SlurmLauncher()

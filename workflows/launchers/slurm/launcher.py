@@ -22,7 +22,8 @@ from posttrain.tracking import PipelineTracker
 from workflows.launchers import JobState
 from workflows.launchers.slurm.jobs import ACTIVE, Job, SlurmError, job_states, run as slurm, scontrol_job
 from workflows.launchers.slurm.sbatch import job_name, log_pattern, render, script_path, submit_argv
-from workflows.state.decide import prepare_stage_dir
+from workflows.state.decide import prepare_stage_dir, redecide
+from workflows.store.claim import claim_all
 
 JOB_FILE = "job.json"  # <stage_dir>/job.json: the latest submission of the stage
 
@@ -103,11 +104,22 @@ def _submit(plan: Plan, stage: PlannedStage, dependencies: list[str], env: dict[
 def submit(plan: Plan, tracker: PipelineTracker) -> tuple[dict[str, str], dict[str, StageResult]]:
     """Submit the chain in topological order: ({stage: job id}, results of stages not submitted).
 
+    The store entries of the stages to submit are held meanwhile, so another submission of the same
+    entry waits and then finds this one's job (job.json in the entry) instead of submitting its own.
     The tracker makes each stage's MLflow run before its job exists; the job logs into it.
 
     Raises:
         SlurmError: sbatch refused a job; the jobs this call submitted are cancelled again.
     """
+    with claim_all(plan, _to_submit(plan)):
+        pending: set[str] = set()
+        for stage in _to_submit(plan):  # finished by another run since planning: cached now
+            if not redecide(plan, stage, frozenset(pending)):
+                pending.add(stage.name)
+        return _submit_chain(plan, tracker)
+
+
+def _submit_chain(plan: Plan, tracker: PipelineTracker) -> tuple[dict[str, str], dict[str, StageResult]]:
     jobs: dict[str, str] = {}
     done: dict[str, StageResult] = {}
     reuse = _queued(plan)
@@ -301,6 +313,17 @@ def run(plan: Plan, tracker: PipelineTracker) -> list[StageResult]:
                                               job_id=jobs[stage.name], log=log, script=script_path(stage))
                 tracker.stage_end(stage, results[stage.name])  # records the job id; the run stays open
         return [results[s.name] for s in plan.stages]
+    return _followed(plan, tracker, jobs, done)
+
+
+def follow_submitted(plan: Plan, tracker: PipelineTracker, results: list[StageResult]) -> list[StageResult]:
+    """Follow the jobs of the stages `run` left `submitted` (launcher.wait=false) to their end."""
+    jobs = {r.name: str(r.extra["job_id"]) for r in results if r.status == Status.SUBMITTED and "job_id" in r.extra}
+    return _followed(plan, tracker, jobs, {r.name: r for r in results if r.name not in jobs}) if jobs else results
+
+
+def _followed(plan: Plan, tracker: PipelineTracker, jobs: dict[str, str],
+              done: dict[str, StageResult]) -> list[StageResult]:
     results = follow(plan, jobs, done)
     for result in results:
         if result.name in jobs:

@@ -12,6 +12,7 @@ import re
 import shlex
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from posttrain.paths import ROOT
@@ -20,6 +21,7 @@ from posttrain.registry import STAGE_TYPES
 from posttrain.tracking import backend as tracking_backend
 from workflows.launchers.env import code_on_path, default_stage_env
 from workflows.launchers.runners import Rendezvous, ShellVar, per_task, shell_join, stage_command
+from workflows.store.views import store_of
 
 SCRIPT_NAME = "job.sbatch"
 HEAD_NODE, MASTER_PORT = "HEAD_NODE", "MASTER_PORT"  # exported by the script before the stage starts
@@ -97,7 +99,7 @@ def _sbatch_options(plan: Plan, stage: PlannedStage) -> list[str]:
 def _identity_mounts(plan: Plan, stage: PlannedStage) -> list[str]:
     """Host paths the stage reads or writes, bound at the same path so stage.yaml's paths hold."""
     spec = stage.spec
-    paths = [plan.run_dir]
+    paths = [plan.run_dir, str(plan.config["store_dir"])]  # the run_dir's stage links point into the store
     for ref in (spec.policy, spec.reference):
         if ref and os.path.isabs(ref.path):
             paths.append(ref.path)
@@ -235,6 +237,20 @@ def _rendezvous(stage: PlannedStage) -> list[str]:
     return lines
 
 
+def _entry_lock(plan: Plan, stage: PlannedStage) -> list[str]:
+    """The job holds the stage's store entry while it runs, as a local run does (workflows/store/):
+    a run elsewhere that needs the entry waits, and gc leaves it alone. On a filesystem without
+    flock the job warns and runs unlocked rather than failing."""
+    store, entry = store_of(plan), Path(stage.stage_dir)
+    if not store.contains(entry):
+        return []  # a plan that was not decided: its stages have no entry yet
+    lock = shell_quote(store.lock_file(entry))
+    return ["# hold the stage's store entry while it runs: a run elsewhere that needs it waits", f"exec 9>>{lock}",
+            f'flock 9 || echo "posttrain: cannot lock {lock}; running without it" >&2',
+            f'printf \'{{"pid": %s, "host": "%s", "started": %s, "command": "Slurm job %s"}}\' "$$" "$(hostname)" '
+            f'"$(date +%s)" "$SLURM_JOB_ID" > {lock}', ""]
+
+
 def render(plan: Plan, stage: PlannedStage, upstream_jobs: list[str] | None = None,
            env: dict[str, str] | None = None) -> str:
     """The complete sbatch script of `stage`. `upstream_jobs` (names) only annotate its header; `env`
@@ -257,5 +273,5 @@ def render(plan: Plan, stage: PlannedStage, upstream_jobs: list[str] | None = No
     rendezvous = _rendezvous(stage)
     if rendezvous:
         out += ["# rendezvous on the allocation's first host; the port follows the job id", *rendezvous, ""]
-    out += [srun_line(plan, stage), ""]
+    out += [*_entry_lock(plan, stage), srun_line(plan, stage), ""]
     return "\n".join(out)

@@ -38,7 +38,8 @@ def store(tmp_path_factory):
 
 def _plan(tmp_path: Path, store, experiment: str) -> Plan:
     """The plan as the CLI runs it: built, then fingerprinted and decided against the run_dir."""
-    return decide(build_plan(compose(["+pipeline=sft_dpo", f"run_dir={tmp_path}/run", f"tracking.uri={store[0]}",
+    return decide(build_plan(compose(["+pipeline=sft_dpo", f"run_dir={tmp_path}/run", f"store_dir={tmp_path}/store",
+                                      f"tracking.uri={store[0]}",
                                       f"tracking.experiment={experiment}"])))
 
 
@@ -179,3 +180,25 @@ def test_data_counts_are_params_and_an_eval_puts_its_models_side_by_side(tmp_pat
         assert child.data.tags["mlflow.parentRunId"] == evaluation.info.run_id
         assert child.data.tags["posttrain.model"] == model and child.info.status == "FINISHED"
         assert child.data.metrics == {"accuracy": accuracy, "accuracy/copy": accuracy / 2, "ppl": 10 - accuracy}
+
+
+def test_a_sweep_variant_tags_every_run_and_its_followed_jobs_end_their_runs(tmp_path, store):
+    """A sweep on a scheduler: each variant's stages are submitted (their runs stay open), then
+    followed at the end of the sweep, which ends every run with its true status."""
+    plan = _plan(tmp_path, store, "sweep")
+    plan.tracking.tags.update({"posttrain.sweep": "20250101-120000", "posttrain.sweep.variant": "beta=0.2"})
+    with tracked(plan) as tracker:
+        for stage in plan.stages:
+            tracker.stage_env(stage)
+            tracker.stage_end(stage, StageResult.of(stage, Status.SUBMITTED))
+        for stage in plan.stages:  # later: every job ended
+            stage.dir.write_manifest(Manifest(stage.name, stage.type, stage.spec.fingerprint, stage.spec.model_dir))
+            tracker.stage_end(stage, StageResult.of(stage, Status.COMPLETED, wall_seconds=1.0))
+    runs = _runs(store[1], "sweep")
+    [parent] = runs.pop("parents")
+    assert parent.info.run_name.endswith(" [beta=0.2]") and parent.info.status == "FINISHED"
+    for run in [parent, *(r for rs in runs.values() for r in rs)]:
+        assert run.data.tags["posttrain.sweep"] == "20250101-120000"
+        assert run.data.tags["posttrain.sweep.variant"] == "beta=0.2"
+    assert {name: [r.info.status for r in rs] for name, rs in runs.items()} == {
+        s.name: ["FINISHED"] for s in plan.stages}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_sft_dpo_chain_completes_in_order_with_a_two_task_srun_stage(tmp_path: P
     # SFT ran as 2 Slurm tasks, one training process each, and DPO trained from its output
     sft, dpo = (json.loads((run_dir / n / "manifest.json").read_text()) for n in ("sft", "dpo"))
     assert sft["world_size"] == 2 and dpo["world_size"] == 1
-    assert dpo["inputs"]["policy_init"] == str(run_dir / "sft" / "model")
+    assert dpo["inputs"]["policy_init"] == os.path.realpath(run_dir / "sft" / "model")  # the store entry
     assert dpo["initial_weights_digest"] != sft["initial_weights_digest"]
     assert "[sft] step 3/3" in (run_dir / "sft" / "stage.log").read_text()  # the job's log is the stage's log
 
@@ -126,10 +127,50 @@ def test_a_queued_chain_is_not_submitted_twice(tmp_path: Path):
             assert f"==> {name}: already queued as job {job_id}" in second.stdout
         assert "submitted job" not in second.stdout
 
+        # Another beta is another store entry: a job of its own, after the SFT job still queued; the
+        # first DPO variant's entry and job are left as they were (nothing is overwritten).
+        first_dpo = os.path.realpath(run_dir / "dpo")
         changed = run_cli("+pipeline=sft_dpo", *held, "stages.dpo.trainer.beta=0.5", timeout=300)
-        assert changed.returncode == 2
-        assert f"stage 'dpo': job {ids['dpo']} from an earlier submission is PENDING with another config" \
-            in changed.stderr
+        assert changed.returncode == 0, changed.stderr
+        new_ids = job_ids(read_summary(run_dir))
+        ids["dpo-0.5"] = new_ids["dpo"]
+        assert f"==> sft: already queued as job {ids['sft']}" in changed.stdout
+        assert new_ids["dpo"] != ids["dpo"] and os.path.realpath(run_dir / "dpo") != first_dpo
+        assert json.loads((run_dir / "dpo" / "job.json").read_text())["dependencies"] == [ids["sft"]]
+        assert json.loads(Path(first_dpo, "job.json").read_text())["job_id"] == ids["dpo"]
+        assert {r["state"] for r in job_states([ids["dpo"], new_ids["dpo"]]).values()} == {"PENDING"}
     finally:
         if ids:
             subprocess.run(["scancel", *ids.values()], check=False)
+
+
+def test_a_sweep_submits_the_shared_sft_once_and_each_dpo_variant_after_it(tmp_path: Path):
+    overrides = [o for o in lean(tmp_path / "run", "sft", "dpo") if not o.startswith("run_dir=")]  # a run_dir each
+    result = run_cli("-m", "+pipeline=sft_dpo", *overrides, "launcher.wait=true", "stages.dpo.trainer.beta=0.05,0.2",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=900)
+    variants = [read_summary(tmp_path / "sweep" / n) for n in ("0", "1")]
+    ids = [job_ids(v) for v in variants]
+    every = sorted({i for v in ids for i in v.values()})
+    try:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        for summary in variants:  # launcher.wait followed every variant's jobs to their end
+            assert {s["status"] for s in summary.values()} <= {"completed", "cached"}
+            assert summary["dpo"]["status"] == "completed"
+        assert f"==> sft: already queued as job {ids[0]['sft']}" in result.stdout  # the second variant reuses it
+        assert ids[1]["sft"] == ids[0]["sft"] and ids[1]["dpo"] != ids[0]["dpo"]
+        assert len(every) == 4, ids  # checkpoint, sft, and one dpo per variant
+        wait_for_jobs(every, timeout=60)
+        lines = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,SubmitLine", "-j", ",".join(every)],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+        sacct = {f[0]: f[1:] for f in (line.split("|", 3) for line in lines)}
+        assert sorted(name.rsplit("-", 1)[1] for name, _, _ in sacct.values()) == ["checkpoint", "dpo", "dpo", "sft"]
+        assert {state for _, state, _ in sacct.values()} == {"COMPLETED"}
+        for variant in ids:  # each DPO job was submitted with afterok on the one SFT job
+            assert f"--dependency=afterok:{ids[0]['sft']} " in sacct[variant["dpo"]][2]
+        assert f"--dependency=afterok:{ids[0]['checkpoint']} " in sacct[ids[0]["sft"]][2]
+        dpo_dirs = {v["dpo"]["output_dir"] for v in variants}
+        assert len(dpo_dirs) == 2 and len({v["sft"]["output_dir"] for v in variants}) == 1
+        assert "stages.dpo.trainer.beta  0.05" in result.stdout  # the sweep table, once both are done
+    finally:
+        if every:
+            subprocess.run(["scancel", *every], check=False)

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change: POSTTRAIN_REGEN_GOLDEN=1 p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -26,7 +27,7 @@ GOLDEN = ROOT / "tests" / "golden"
 REGEN = os.environ.get("POSTTRAIN_REGEN_GOLDEN") == "1"
 HOSTILE_NAME = "x; rm -rf ~"  # refused as a pipeline name (posttrain/names.py); still a value below
 
-CLUSTER = ["launcher=slurm", "tracking=none", "launcher.python=/opt/venv/bin/python",
+CLUSTER = ["launcher=slurm", "tracking=none", "launcher.python=/opt/venv/bin/python", "store_dir=/runs/store",
            "launcher.partition=gpu", "launcher.account=llm-team", "launcher.qos=high", "launcher.time=04:00:00",
            "launcher.cpus_per_task=32", "launcher.mem=0", "launcher.constraint=h100",
            "launcher.extra_sbatch=[--exclusive,'--mail-type=FAIL']",
@@ -99,9 +100,10 @@ def test_dry_run_prints_every_script_and_submits_nothing(tmp_path: Path):
     result = run_cli("+pipeline=sft_dpo", "launcher=slurm", "dry_run=true", "tracking=none", f"run_dir={run_dir}",
                      "stages.dpo.resources.nodes=2", "stages.dpo.resources.gpus_per_node=8")
     assert result.returncode == 0, result.stderr
-    for stage in ("checkpoint", "sft", "dpo"):
-        assert f"==> {run_dir}/{stage}/job.sbatch" in result.stdout
-        assert not (run_dir / stage).exists()
+    store = Path(os.environ["POSTTRAIN_STORE_DIR"]).resolve()
+    for stage in ("checkpoint", "sft", "dpo"):  # each stage's folder is its store entry: <store>/<type>/<fingerprint>
+        assert re.search(rf"==> {re.escape(str(store))}/{stage}/[0-9a-f]{{64}}/job.sbatch", result.stdout)
+        assert not (run_dir / stage).exists() and not (store / stage).exists()
     assert "#SBATCH --dependency" not in result.stdout  # ids exist only at submission: on sbatch's command line
     assert "sbatch --parsable --dependency=afterok:<job of sft> --kill-on-invalid-dep=yes" in result.stdout
 
@@ -259,3 +261,29 @@ def test_complete_stages_are_not_submitted_and_nothing_waits_for_them():
     assert "--dependency" not in text and "after sft" not in text
     plan.stage("dpo").reason = "cached"
     assert slurm.dry_run(plan).strip() == "Nothing to submit: every stage is complete."
+
+
+def test_a_job_holds_its_store_entry_while_it_runs(tmp_path: Path):
+    """The lines a decided stage's script runs before srun take the entry's lock: a job waits while
+    another run holds it (here: this test), as a local run would."""
+    from workflows.state.decide import decide
+    from workflows.state.lock import hold_entry, release_entry
+    from workflows.store.views import store_of
+
+    plan = decide(plan_for(["launcher=slurm", "tracking=none", f"run_dir={tmp_path / 'run'}"]))
+    stage = plan.stage("sft")
+    text = sbatch.render(plan, stage, [])
+    lock = store_of(plan).lock_file(Path(stage.stage_dir))
+    start = text.index("exec 9>>")
+    assert text.index(f"exec 9>>{lock}") == start < text.index("srun ")
+    prelude = text[start:text.index("srun ")]
+    hold_entry(lock, exclusive=True)
+    try:
+        blocked = subprocess.run(["timeout", "3", "bash", "-c", prelude + "echo ran"], capture_output=True, text=True)
+        assert blocked.returncode == 124 and "ran" not in blocked.stdout  # waited for the holder
+    finally:
+        release_entry(lock)
+    free = subprocess.run(["bash", "-c", prelude + "echo ran"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "SLURM_JOB_ID": "42"})
+    assert free.returncode == 0 and free.stdout.strip() == "ran", free.stderr
+    assert json.loads(lock.read_text())["command"] == "Slurm job 42"  # whoever waits next is told who holds it

@@ -1,0 +1,45 @@
+"""The Hydra callback of `-m` sweeps (conf/config.yaml, `hydra.callbacks.sweep`): it learns which
+keys the command line sweeps, then at the end follows what the variants left running and prints
+the sweep table. A plain run (no `-m`) is not touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from workflows.sweep import table, variant
+
+_exit_code = 0  # the sweep's: the worst of its variants'
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
+        folder = Path(str(config.hydra.sweep.dir)).resolve()
+        variant.start(variant.Sweep(folder, swept))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _exit_code
+        sweep = variant.current()
+        if sweep is None or not sweep.variants:
+            return
+        for job in sweep.variants:
+            if job.later is not None:  # submitted with the others: follow its jobs now
+                print(f"\n==> sweep variant #{job.number} ({job.label}): following its jobs", flush=True)
+                job.exit_code, job.later = job.later(), None
+        _exit_code = max(job.exit_code or 0 for job in sweep.variants)
+        if all(not (Path(job.run_dir) / "summary.json").exists() for job in sweep.variants):
+            return  # a dry run, or nothing could start: each variant said why
+        text, path = table.write(sweep)
+        print(f"\n{text}\nWritten to {path} and {path.with_suffix('.md')}", flush=True)
+
+
+def exit_code() -> int:
+    return _exit_code
+
