@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -106,20 +107,27 @@ def dpo(model_dir: Path, out: Path, overrides: list[str]) -> None:
     finish(trainer, tokenizer, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.plain_trl_sft_dpo", description=__doc__.splitlines()[0])
+def step_main(prog: str, doc: str, first: tuple[str, Callable[[Path], None]],
+              steps: dict[str, Callable[[Path, Path, list[str]], None]], argv: list[str] | None = None) -> None:
+    """`<first> OUT`, then `<step> MODEL_DIR OUT [--set KEY=VALUE]...`: one process per step, as a user
+    chaining TRL scripts by hand runs them."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
-    sub.add_parser("build").add_argument("out", type=Path)
-    for step in ("sft", "dpo"):
+    sub.add_parser(first[0]).add_argument("out", type=Path)
+    for step in steps:
         p = sub.add_parser(step)
         p.add_argument("model_dir", type=Path)
         p.add_argument("out", type=Path)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a trainer setting")
     args = parser.parse_args(argv)
-    if args.step == "build":
-        build(args.out)
+    if args.step == first[0]:
+        first[1](args.out)
     else:
-        {"sft": sft, "dpo": dpo}[args.step](args.model_dir, args.out, args.set)
+        steps[args.step](args.model_dir, args.out, args.set)
+
+
+def main(argv: list[str] | None = None) -> None:
+    step_main("python -m bench.plain_trl_sft_dpo", __doc__, ("build", build), {"sft": sft, "dpo": dpo}, argv)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ the adapter saved, the merged model saved for the next script.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.plain_trl_sft_dpo import SEED, device_settings
+from bench.plain_trl_sft_dpo import SEED, device_settings, step_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "chat_tasks"
@@ -108,19 +107,7 @@ def dpo(model_dir: Path, out: Path, overrides: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.plain_trl_smollm2", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="step", required=True)
-    sub.add_parser("convert").add_argument("out", type=Path)
-    for step in ("sft", "dpo"):
-        p = sub.add_parser(step)
-        p.add_argument("model_dir", type=Path)
-        p.add_argument("out", type=Path)
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a trainer setting")
-    args = parser.parse_args(argv)
-    if args.step == "convert":
-        convert(args.out)
-    else:
-        {"sft": sft, "dpo": dpo}[args.step](args.model_dir, args.out, args.set)
+    step_main("python -m bench.plain_trl_smollm2", __doc__, ("convert", convert), {"sft": sft, "dpo": dpo}, argv)
 
 
 if __name__ == "__main__":
