@@ -40,14 +40,15 @@ def holder(path: Path) -> str:
     except (OSError, ValueError):
         return "another posttrain run"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-    alive = info.get("host") != socket.gethostname() or _alive(info.get("pid", 0))
+    alive = info.get("host") != socket.gethostname() or pid_running(info.get("pid", 0))
     who = f"posttrain run pid {info.get('pid')} on {info.get('host')}, started {started}"
     if not alive:  # its stage process inherited the lock and is still running
         who += ", no longer running, but a stage process it started still is"
     return f"{who}: {info.get('command', '?')}"
 
 
-def _alive(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Is there a process `pid` on this machine (running, or a zombie: see observe.py)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -27,6 +27,7 @@ from posttrain.status import Status
 from posttrain.tracking import TrackingError, backend
 from workflows.launchers import LAUNCHERS, JobState, launcher_for
 from workflows.report.summary import HEADLINE_METRICS
+from workflows.state.lock import pid_running
 
 RUNNING, QUEUED, NOT_STARTED = "running", "queued", "not started"  # states only a live view has
 ACTIVE_PHASES = ("starting", "training", "evaluating")
@@ -96,12 +97,8 @@ def run_dir_argument(value: str | None) -> str:
 
 def _alive(pid: int, stage_dir: str | None = None) -> bool:
     """Is process `pid` on this machine running (and, where /proc says, running this stage)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_running(pid):
         return False
-    except PermissionError:
-        pass
     try:
         if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X"):
             return False  # exited, not yet reaped (its parent was killed too)
