@@ -1,4 +1,4 @@
-"""run_dir on a small tmpfs that fills while a stage saves: the orchestrator reports the stage failed with
+"""run_dir and the stage store on a small tmpfs that fills while a stage saves: the orchestrator reports the stage failed with
 ENOSPC named, writes what summary it can, exits non-zero without a traceback; the failed attempt's traceback
 is in the stage's stage.log; no false manifest, so with space freed the same command runs the stage again."""
 
@@ -31,11 +31,13 @@ def small_disk(tmp_path):
 def test_a_full_disk_fails_the_stage_not_the_orchestrator(small_disk, sft_only, tiny_model):
     run_dir = small_disk / "run"
     # a checkpoint of the 2 MB tiny model (weights + AdamW state) does not fit in what is left of 5 MB
-    command = sft_only(run_dir, "tracking=none", "stages.sft.trainer.max_steps=4", "stages.sft.trainer.save_steps=2")
+    command = sft_only(run_dir, "tracking=none", "stages.sft.trainer.max_steps=4", "stages.sft.trainer.save_steps=2",
+                       f"store_dir={small_disk / 'store'}")
     full = subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert full.returncode == 1, full.stdout[-3000:] + full.stderr[-3000:]
     assert "Traceback" not in full.stderr, full.stderr[-3000:]  # the orchestrator's own output
-    assert "warning: " in full.stderr and "may write about" in full.stderr  # predicted at plan time
+    assert f"warning: the stage store {small_disk / 'store'} has " in full.stderr  # predicted at plan time
+    assert "may write about" in full.stderr
     assert "==> sft failed (exit code 1; no space left on device (ENOSPC)" in full.stderr, full.stderr[-3000:]
     log = (run_dir / "sft" / "stage.log").read_text(errors="replace")
     assert "Traceback (most recent call last)" in log, log[-2000:]  # the failed attempt's last words

@@ -92,7 +92,7 @@ def test_local_teacher_data_trains_the_next_stage(tmp_run_dir):
     assert kept > 0 and summary["generate"]["metrics"]["generate/candidates"] == 24  # 12 seeds x 2 responses
     assert summary["sft_distill"]["status"] == "completed"
     assert summary["sft_distill"]["metrics"]["data/rows"] == kept  # trained on exactly the kept rows
-    assert summary["sft_distill"]["inputs"]["datasets"] == [str(tmp_run_dir / "generate" / "dataset")]
+    assert summary["sft_distill"]["inputs"]["datasets"] == [os.path.realpath(tmp_run_dir / "generate" / "dataset")]
     from tests.integration.test_pipelines_e2e import changed
 
     assert changed(str(tmp_run_dir / "checkpoint" / "model"), str(tmp_run_dir / "sft_distill" / "model"))

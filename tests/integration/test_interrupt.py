@@ -38,11 +38,13 @@ DRIVER = textwrap.dedent("""
     from workflows.run import _interrupt
     from workflows.state.decide import decide
     from workflows.state.lock import lock_run_dir
+    from workflows.store.views import attach
 
     signal.signal(signal.SIGTERM, _interrupt)  # what `python -m workflows.run` installs
     plan = build_plan(compose(["+pipeline=sft_dpo", f"run_dir={sys.argv[1]}", "tracking=none"]))
     lock_run_dir(plan.run_dir)
     decide(plan)
+    attach(plan)  # <run_dir>/<stage> -> its store entry, as `python -m workflows.run` does
     plan.stages = plan.stages[:1]
     plan.stages[0].command = [sys.executable, "-c", sys.argv[2]]
     try:

@@ -83,11 +83,18 @@ def test_saved_models_are_plain_hf_dirs_with_chat_template(branches):
 
 
 @pytest.mark.parametrize("pipeline", ["sft_dpo", "sft_kto"])
-def test_linear_pipelines_run(pipeline, tmp_path):
+def test_linear_pipelines_are_the_branched_runs_stages(pipeline, branches, tmp_path):
+    """sft_dpo and sft_kto are sft_dpo_kto's branches: in another run_dir they train nothing and link the
+    same store entries; only their eval, which compares other models, is a stage of its own."""
     proc = run_cli(f"+pipeline={pipeline}", f"run_dir={tmp_path}", "tracking=none", *fast_overrides(pipeline))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = read_summary(tmp_path)
-    assert all(s["status"] == "completed" for s in summary.values())
+    trained = [n for n in summary if n != "eval"]
+    assert {n: summary[n]["status"] for n in trained} == {n: "cached" for n in trained}
+    for name in trained:
+        assert os.path.realpath(tmp_path / name) == os.path.realpath(branches / name)
+    assert summary["eval"]["status"] == "completed"
+    assert os.path.realpath(tmp_path / "eval") != os.path.realpath(branches / "eval")
 
 
 def test_lora_hand_off_merges_and_uses_the_disabled_adapter_as_reference(tmp_path):

@@ -1,4 +1,4 @@
-"""Will the stages about to run fit on run_dir's disk? An estimate, printed as a warning before any run.
+"""Will the stages about to run fit on the stage store's disk? An estimate, printed as a warning before any run.
 
 What a training stage writes is predictable: its model dir (the weights of the model it starts
 from) and, with a full fine-tune, checkpoints of weights plus AdamW's two moments (3 x the fp32
@@ -98,13 +98,15 @@ def _mib(n: int) -> str:
 
 
 def space_warning(plan: Plan) -> str | None:
-    """A warning when the stages that will run may write more than run_dir's disk has free."""
+    """A warning when the stages that will run may write more than the stage store's disk has free
+    (stages write into their store entries; run_dir holds links and summaries)."""
     sizes = {s.name: stage_bytes(plan, s) for s in plan.stages if not s.cached and not s.external}
     sizes = {name: size for name, size in sizes.items() if size}
-    need, free = sum(sizes.values()), free_bytes(plan.run_dir)
+    store = plan.config.get("store_dir") or plan.run_dir
+    need, free = sum(sizes.values()), free_bytes(store)
     if free is None or need <= free:
         return None
     parts = ", ".join(f"{name} {_mib(size)}" for name, size in sizes.items())
-    return (f"warning: {plan.run_dir} has {_mib(free)} free, and the stages about to run may write about "
+    return (f"warning: the stage store {store} has {_mib(free)} free, and the stages about to run may write about "
             f"{_mib(need)} ({parts}; model dirs and kept checkpoints). Free space, lower "
-            f"trainer.save_total_limit, or choose another run_dir; a stage that runs out fails and resumes later.")
+            f"trainer.save_total_limit, or choose another store_dir; a stage that runs out fails and resumes later.")
