@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_rl_stages_start_from_sft_train_and_keep_the_sft_model_as_reference(run)
         assert m["world_size"] == world and m["metrics"]["global_step"] == STEPS
         assert m["initial_weights_digest"] == sft_digest, f"{name} did not start from the SFT weights"
         assert digest(run_dir / name / "model") != sft_digest, f"{name} saved unchanged weights"
-        assert summary[name]["inputs"]["reference_model"] == str(sft_out)
+        assert summary[name]["inputs"]["reference_model"] == os.path.realpath(sft_out)  # its store entry
     assert "adapter disabled" in manifest(run_dir, "rloo")["reference_note"]
     assert (run_dir / "rloo" / "adapter" / "adapter_config.json").is_file()
     assert manifest(run_dir, "grpo")["rewards"] == {"correct": 1.0, "rm": 0.5}

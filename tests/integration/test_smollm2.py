@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_sft_loss_is_on_the_responses_and_falls(run):
 
 def test_dpo_starts_from_and_refers_to_the_sft_output(run):
     run_dir, _, _, summary = run
-    sft_out = str(run_dir / "sft" / "model")
+    sft_out = os.path.realpath(run_dir / "sft" / "model")  # its store entry
     assert summary["dpo"]["inputs"]["policy_init"] == summary["dpo"]["inputs"]["reference_model"] == sft_out
     manifest = json.loads((run_dir / "dpo" / "manifest.json").read_text())
     assert manifest["initial_weights_digest"] == digest(sft_out)

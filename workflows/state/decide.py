@@ -181,10 +181,19 @@ def redecide(plan: Plan, stage: PlannedStage, pending: frozenset[str] = frozense
     return stage.cached
 
 
-def prepare_stage_dir(stage: PlannedStage) -> None:
+def attempt_line(stage: PlannedStage, run_dirs: list[str] | None = None) -> str:
+    """What an attempt's first line in stage.log says after `==> <time> `: the log is the store entry's,
+    appended by every attempt whichever run_dir (default: those this process holds) started it."""
+    by = ", ".join(run_dirs or held_run_dirs()) or "?"
+    return f"{stage.name} [{stage.type}] ({stage.reason}), started for run_dir {by}"
+
+
+def prepare_stage_dir(stage: PlannedStage, log_attempt: bool = True) -> None:
     """Make <stage_dir> ready for a run of `stage` (any launcher): it is not done until the stage
     writes its manifest again; outputs of another attempt are cleared unless this run resumes its
-    checkpoint (same fingerprint, `resume_from`), and half-written checkpoints are dropped either way."""
+    checkpoint (same fingerprint, `resume_from`), and half-written checkpoints are dropped either way.
+    `log_attempt`: open the attempt in stage.log now (a process about to start); a queued job's script
+    writes that line itself when the job starts."""
     folder = stage.dir
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.manifest_file.unlink(missing_ok=True)
@@ -200,8 +209,6 @@ def prepare_stage_dir(stage: PlannedStage) -> None:
         folder.history_file.unlink(missing_ok=True)
     write_json(folder / FINGERPRINT_FILE, {"fingerprint": stage.spec.fingerprint,
                                            "inputs": stage.spec.fingerprint_inputs, "prepared_at": time.time()})
-    # The log is the entry's, appended by every attempt whichever run_dir started it: say which.
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    by = ", ".join(held_run_dirs()) or "?"
-    with open(folder / STAGE_LOG, "a") as log:
-        log.write(f"==> {started} {stage.name} [{stage.type}] ({stage.reason}), started for run_dir {by}\n")
+    if log_attempt:
+        with open(folder / STAGE_LOG, "a") as log:
+            log.write(f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} {attempt_line(stage)}\n")

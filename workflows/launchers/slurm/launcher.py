@@ -87,7 +87,7 @@ def _queued(plan: Plan) -> dict[str, str]:
 
 
 def _submit(plan: Plan, stage: PlannedStage, dependencies: list[str], env: dict[str, str]) -> str:
-    prepare_stage_dir(stage)
+    prepare_stage_dir(stage, log_attempt=False)  # the job's script opens the attempt in the log when it starts
     stage.spec.dump(stage.dir.spec_file)
     os.makedirs(os.path.dirname(log_pattern(plan, stage)), exist_ok=True)  # Slurm does not create it
     path = script_path(stage)

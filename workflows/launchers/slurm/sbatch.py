@@ -21,6 +21,7 @@ from posttrain.registry import STAGE_TYPES
 from posttrain.tracking import backend as tracking_backend
 from workflows.launchers.env import code_on_path, default_stage_env
 from workflows.launchers.runners import Rendezvous, ShellVar, per_task, shell_join, stage_command
+from workflows.state.decide import attempt_line
 from workflows.store.views import store_of
 
 SCRIPT_NAME = "job.sbatch"
@@ -251,6 +252,13 @@ def _entry_lock(plan: Plan, stage: PlannedStage) -> list[str]:
             f'"$(date +%s)" "$SLURM_JOB_ID" > {lock}', ""]
 
 
+def _attempt_line(plan: Plan, stage: PlannedStage) -> list[str]:
+    """The attempt's first line in the job's log, written when the job starts (a job that never starts
+    leaves no line): the time, then what prepare_stage_dir writes for a local stage."""
+    return ["# open this attempt in the log", f"printf '==> %s %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" "
+            f"{shell_quote(attempt_line(stage, [plan.run_dir]))}", ""]
+
+
 def render(plan: Plan, stage: PlannedStage, upstream_jobs: list[str] | None = None,
            env: dict[str, str] | None = None) -> str:
     """The complete sbatch script of `stage`. `upstream_jobs` (names) only annotate its header; `env`
@@ -273,5 +281,5 @@ def render(plan: Plan, stage: PlannedStage, upstream_jobs: list[str] | None = No
     rendezvous = _rendezvous(stage)
     if rendezvous:
         out += ["# rendezvous on the allocation's first host; the port follows the job id", *rendezvous, ""]
-    out += [*_entry_lock(plan, stage), srun_line(plan, stage), ""]
+    out += [*_entry_lock(plan, stage), *_attempt_line(plan, stage), srun_line(plan, stage), ""]
     return "\n".join(out)

@@ -280,10 +280,15 @@ def test_a_job_holds_its_store_entry_while_it_runs(tmp_path: Path):
     hold_entry(lock, exclusive=True)
     try:
         blocked = subprocess.run(["timeout", "3", "bash", "-c", prelude + "echo ran"], capture_output=True, text=True)
-        assert blocked.returncode == 124 and "ran" not in blocked.stdout  # waited for the holder
+        assert blocked.returncode == 124 and "ran" not in blocked.stdout  # waited for the holder...
+        assert "==>" not in blocked.stdout  # ...and did not say it started
     finally:
         release_entry(lock)
     free = subprocess.run(["bash", "-c", prelude + "echo ran"], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "SLURM_JOB_ID": "42"})
-    assert free.returncode == 0 and free.stdout.strip() == "ran", free.stderr
+    assert free.returncode == 0, free.stderr
+    opened, ran = free.stdout.splitlines()  # the attempt's line once it holds the entry, then the stage
+    assert re.fullmatch(rf"==> \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d sft \[sft\] \(new\), started for run_dir "
+                        rf"{re.escape(str(tmp_path / 'run'))}", opened), opened
+    assert ran == "ran"
     assert json.loads(lock.read_text())["command"] == "Slurm job 42"  # whoever waits next is told who holds it
