@@ -255,7 +255,7 @@ def _entry_lock(plan: Plan, stage: PlannedStage) -> list[str]:
 def _attempt_line(plan: Plan, stage: PlannedStage) -> list[str]:
     """The attempt's first line in the job's log, written when the job starts (a job that never starts
     leaves no line): the time, then what prepare_stage_dir writes for a local stage."""
-    return ["# open this attempt in the log", f"printf '==> %s %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" "
+    return ["# open this attempt in the log", f"printf '%s %s %s\\n' '==>' \"$(date '+%Y-%m-%d %H:%M:%S')\" "
             f"{shell_quote(attempt_line(stage, [plan.run_dir]))}", ""]
 
 
