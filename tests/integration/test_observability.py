@@ -102,6 +102,7 @@ def story(tmp_path_factory) -> dict:
     out["finished"] = _status(run_dir)
     out["fingerprints"] = {n: json.loads((run_dir / n / "manifest.json").read_text())["fingerprint"]
                            for n in ("sft", "dpo")}
+    out["outputs"] = {n: os.path.realpath(run_dir / n / "model") for n in ("sft", "dpo")}  # their store entries now
     shutil.copy(run_dir / "report.html", base / "report_at_end.html")
     (run_dir / "report.html").unlink()
     out["report_cmd"] = subprocess.run([sys.executable, "-m", "workflows.cli", "report", str(run_dir)], cwd=ROOT,
@@ -162,7 +163,7 @@ def test_status_of_the_finished_run(story):
     stages = _stages(status)
     assert {n: s["status"] for n, s in stages.items()} == {n: "completed" for n in ("checkpoint", "sft", "dpo", "eval")}
     for name in ("sft", "dpo"):
-        assert stages[name]["output_dir"] == os.path.realpath(story["run_dir"] / name / "model")  # its store entry
+        assert stages[name]["output_dir"] == story["outputs"][name]  # its store entry
         assert stages[name]["fingerprint"] == story["fingerprints"][name]  # what its manifest says it was built from
     assert stages["dpo"]["metrics"]["train_loss"] > 0 and "took" in stages["dpo"]["detail"]
 
