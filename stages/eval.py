@@ -7,6 +7,8 @@ For each model of `models` (the checkpoint, SFT, DPO, ...):
 - preference accuracy on `eval.pairs`: how often log p(chosen) > log p(rejected), and for a
   DPO/KTO model, relative to the reference it was trained against (the implicit reward);
 - perplexity of the reference answers (`eval.tasks` answers, else the pairs' `chosen`).
+A model measured before with the same weights, rows and settings is not measured again
+(stages/lib/eval_cache.py): a sweep's variants share their checkpoint's and SFT model's numbers.
 Metrics go to the manifest as `<model>/<metric>` (a gate names them `<this stage>/<model>/<metric>`);
 results/samples.jsonl holds every (model, prompt, output, verdict), results/table.txt the table.
 """
@@ -25,7 +27,7 @@ from posttrain.data.formats import to_trainer_rows
 from posttrain.spec import ModelRef, StageSpec
 from posttrain.tracking import backend
 from posttrain.verifiers import load_verifier, prompt_text, response_text, verify
-from stages.lib import progress
+from stages.lib import eval_cache, progress
 from stages.lib.common import load_spec, log, write_manifest
 from stages.lib.models import load_model
 from stages.lib.sampling import generate, load, response_logprobs
@@ -85,6 +87,13 @@ def evaluate(entry: ModelRef, spec: StageSpec, tasks: list[dict[str, Any]], scor
     """Every metric of one model; its per-row verdicts are appended to `samples`."""
     settings, label = spec.settings, entry.label
     model, tokenizer = load(entry, spec)
+    cache_key = None if entry.reference else eval_cache.key(model, tokenizer, settings, tasks, scorer.pairs, checker)
+    if cache_key and (hit := eval_cache.read(cache_key)):
+        metrics, rows = hit
+        samples.extend({"model": label, **row} for row in rows)
+        log(spec, f"{label}: measured before with these weights, rows and settings; the numbers are reused")
+        return metrics
+    first = len(samples)
     metrics: dict[str, float] = {}
     if tasks:
         outputs = generate(model, tokenizer, [r["prompt"] for r in tasks], settings["max_new_tokens"],
@@ -107,6 +116,8 @@ def evaluate(entry: ModelRef, spec: StageSpec, tasks: list[dict[str, Any]], scor
         prompts, responses = [p for p, _, _ in scorer.pairs], [c for _, c, _ in scorer.pairs]
     answers = response_logprobs(model, tokenizer, prompts, responses, settings["batch_size"], settings["max_length"])
     metrics.update(perplexity_metrics([-s for s, _ in answers], [n for _, n in answers]))
+    if cache_key:
+        eval_cache.write(cache_key, metrics, [{k: v for k, v in row.items() if k != "model"} for row in samples[first:]])
     return metrics
 
 
