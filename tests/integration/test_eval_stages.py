@@ -126,3 +126,19 @@ def test_onpolicy_pairs_train_dpo_and_the_eval_compares_all_models(tmp_run_dir):
     assert json.loads((tmp_run_dir / "eval" / "manifest.json").read_text())["references"] == {
         "dpo": os.path.realpath(tmp_run_dir / "checkpoint" / "model")}  # its store entry
     assert "task accuracy" in proc.stdout and "reward_accuracy" in proc.stdout  # the side-by-side tables
+
+    # the same eval again: the checkpoint's numbers come from the evaluation cache (same weights, rows,
+    # settings), dpo is measured again (scored against its reference, never cached)
+    samples = (tmp_run_dir / "eval" / "results" / "samples.jsonl").read_text()
+    again = run_cli("+pipeline=sft_onpolicy_dpo", f"run_dir={tmp_run_dir}", "force=[eval]", *fast(
+        "stages.sft.enabled=false", "stages.onpolicy.policy=checkpoint", "stages.dpo.policy=checkpoint",
+        "stages.eval.models=[checkpoint,dpo]", "stages.onpolicy.data.sources.0.max_rows=24",
+        "stages.onpolicy.onpolicy.samples_per_prompt=2", "stages.dpo.trainer.max_steps=2",
+        "stages.dpo.trainer.per_device_train_batch_size=4", "stages.dpo.data.eval_sources=[]",
+        "stages.eval.eval.max_rows=16"))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    attempt = (tmp_run_dir / "eval" / "stage.log").read_text().rsplit("\n==> ", 1)[-1]  # this attempt's lines
+    assert "[eval] checkpoint: measured before with these weights" in attempt
+    assert "[eval] dpo: measured before" not in attempt and "[eval] dpo: {" in attempt
+    assert read_summary(tmp_run_dir)["eval"]["metrics"] | {"eval/seconds": 0} == metrics | {"eval/seconds": 0}
+    assert (tmp_run_dir / "eval" / "results" / "samples.jsonl").read_text() == samples  # every row, as before

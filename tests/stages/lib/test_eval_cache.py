@@ -1,5 +1,5 @@
 """stages/lib/eval_cache.py: the key follows everything that decides an evaluation's numbers, and an
-entry comes back as it was written (the end-to-end reuse is in tests/integration/test_sweeps.py)."""
+entry comes back as it was written (the reuse by a real eval stage is in tests/integration/test_eval_stages.py)."""
 
 from __future__ import annotations
 
