@@ -1,4 +1,5 @@
-"""Test doubles for the eval/generate tests: a permissive verifier and an OpenAI-compatible stub server."""
+"""Test doubles for the eval/generate/RL tests: a permissive verifier, a graded reward and an OpenAI-compatible
+stub server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from demo.tasks import solve
 def accept_nonempty(task: str | None, prompt: str, answer: str | None, output: str) -> bool:
     """A verifier that keeps any non-empty answer: lets an untrained teacher's output through."""
     return bool(output.strip())
+
+
+def brevity(task: str | None, prompt: str, answer: str | None, output: str) -> float:
+    """A graded reward: shorter answers score higher. Completions of one prompt differ, so GRPO's group
+    advantages are not all zero even when no answer is correct yet."""
+    return 1.0 / (1.0 + len(output.split()))
 
 
 Reply = Callable[[dict[str, Any]], str]

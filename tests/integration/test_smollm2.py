@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -100,6 +101,41 @@ def test_a_rerun_is_fully_cached_and_never_converts_again(run):
     assert {n: s["status"] for n, s in summary.items()} == dict.fromkeys(("checkpoint", "sft", "dpo", "eval"), "cached")
     assert "==> checkpoint" not in again
     assert (run_dir / "checkpoint" / "stage.log").read_text().count("converting ") == 1
+
+
+GRPO = ["+stage@stages.grpo=grpo", "+data@stages.grpo.data=chat_prefs", "stages.grpo.policy=sft",
+        # the chat tasks' checker, and a graded reward: a barely trained SFT model answers every prompt wrong,
+        # so the checker alone gives groups of equal rewards (zero advantages: no update)
+        "stages.grpo.grpo.rewards=[{name: correct, verifier: {_target_: demo.chat_tasks.check}}, "
+        "{name: brevity, verifier: {_target_: tests.eval_helpers.brevity}, weight: 0.5}]",
+        "stages.grpo.data.sources.0.max_rows=8",
+        "stages.grpo.data.eval_sources=[]", "stages.grpo.trainer.max_steps=2", "stages.grpo.trainer.logging_steps=1",
+        "stages.grpo.trainer.num_generations=2", "stages.grpo.trainer.per_device_train_batch_size=4",
+        "stages.grpo.trainer.max_completion_length=8", "stages.grpo.grpo.log_completions=4"]
+
+
+def test_grpo_on_smollm2_with_the_chat_verifier(run):
+    """After the rerun test (it reads the second run's summary): the same run_dir with a GRPO stage from
+    the SFT model (LoRA, so the KL reference is the adapter-off SFT model), a few steps; only it trains."""
+    run_dir = run[0]
+    proc = run_cli("+pipeline=smollm2_cpu", f"run_dir={run_dir}", "tracking=none", *STEPS, *GRPO,
+                   env={"POSTTRAIN_CACHE_DIR": str(run_dir.parent / "cache")}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = read_summary(run_dir)
+    assert {n: s["status"] for n, s in summary.items()} == {**dict.fromkeys(("checkpoint", "sft", "dpo", "eval"),
+                                                                            "cached"), "grpo": "completed"}
+    sft_out = os.path.realpath(run_dir / "sft" / "model")
+    manifest = json.loads((run_dir / "grpo" / "manifest.json").read_text())
+    assert manifest["initial_weights_digest"] == digest(sft_out) and manifest["metrics"]["global_step"] == 2
+    assert "adapter disabled" in manifest["reference_note"]
+    assert changed(sft_out, str(run_dir / "grpo" / "model"))
+    rows = [json.loads(line) for line in (run_dir / "grpo" / "completions.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in rows}) == [1, 2] and rows
+    assert all(r["rewards"]["correct"] in (0.0, 1.0) for r in rows)  # the chat tasks' checker, as a reward
+    assert all(math.isclose(r["rewards"]["brevity"], 1 / (1 + len(r["completion"].split())), rel_tol=1e-6)
+               for r in rows)  # logged in float32
+    assert manifest["rewards"] == {"correct": 1.0, "brevity": 0.5}
+    assert manifest["metrics"]["frac_reward_zero_std"] < 1 and "kl" in manifest["metrics"]
 
 
 def test_smollm2_template_loss_covers_exactly_the_last_answer_and_its_end_of_turn(tmp_path):
