@@ -164,14 +164,20 @@ def test_a_sweep_submits_the_shared_sft_once_and_each_dpo_variant_after_it(tmp_p
         assert ids[1].get("sft", ids[0]["sft"]) == ids[0]["sft"] and ids[1]["dpo"] != ids[0]["dpo"]
         assert len(every) == 4, ids  # checkpoint, sft, and one dpo per variant
         wait_for_jobs(every, timeout=60)
-        lines = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,SubmitLine", "-j", ",".join(every)],
-                               capture_output=True, text=True, check=True).stdout.splitlines()
-        sacct = {f[0]: f[1:] for f in (line.split("|", 3) for line in lines)}
-        assert sorted(name.rsplit("-", 1)[1] for name, _, _ in sacct.values()) == ["checkpoint", "dpo", "dpo", "sft"]
-        assert {state for _, state, _ in sacct.values()} == {"COMPLETED"}
-        for variant in ids:  # each DPO job was submitted with afterok on the one SFT job
-            assert f"--dependency=afterok:{ids[0]['sft']} " in sacct[variant["dpo"]][2]
-        assert f"--dependency=afterok:{ids[0]['checkpoint']} " in sacct[ids[0]["sft"]][2]
+        lines = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,Start,End,SubmitLine",
+                                "-j", ",".join(every)], capture_output=True, text=True, check=True).stdout.splitlines()
+        sacct = {f[0]: f[1:] for f in (line.split("|", 5) for line in lines)}
+        assert sorted(name.rsplit("-", 1)[1] for name, *_ in sacct.values()) == ["checkpoint", "dpo", "dpo", "sft"]
+        assert {state for _, state, *_ in sacct.values()} == {"COMPLETED"}
+        sft_end = sacct[ids[0]["sft"]][3]
+        for variant, summary in zip(ids, variants):
+            _, _, start, _, submit_line = sacct[variant["dpo"]]
+            assert start >= sft_end, (start, sft_end)  # every DPO job ran after the one SFT job (ISO times)
+            if "sft" in variant:  # submitted while the SFT job was queued: with afterok on it
+                assert f"--dependency=afterok:{ids[0]['sft']} " in submit_line
+            else:  # the SFT job was already running: the variant waited for it, found it cached, needed no afterok
+                assert summary["sft"]["status"] == "cached" and "--dependency" not in submit_line
+        assert f"--dependency=afterok:{ids[0]['checkpoint']} " in sacct[ids[0]["sft"]][4]
         dpo_dirs = {v["dpo"]["output_dir"] for v in variants}
         assert len(dpo_dirs) == 2 and len({v["sft"]["output_dir"] for v in variants}) == 1
         assert "stages.dpo.trainer.beta  0.05" in result.stdout  # the sweep table, once both are done
