@@ -1,16 +1,18 @@
 """The Hydra callback of `-m` sweeps (conf/config.yaml, `hydra.callbacks.sweep`): it learns which
-keys the command line sweeps, then at the end follows what the variants left running and prints
-the sweep table. A plain run (no `-m`) is not touched."""
+keys the command line sweeps and plans every variant before the first runs (check.py), then at the
+end follows what the variants left running and prints the sweep table. A plain run (no `-m`) is
+not touched."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from workflows.sweep import table, variant
+from workflows.sweep import check, table, variant
 
 _exit_code = 0  # the sweep's: the worst of its variants'
 
@@ -22,6 +24,12 @@ class SweepCallback(Callback):
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
         folder = Path(str(config.hydra.sweep.dir)).resolve()
+        if found := check.problems(config, str(folder)):  # every variant planned before the first one runs
+            print(f"error: {len(found)} of the sweep's variants cannot run as configured; none was started:",
+                  file=sys.stderr)
+            for line in found:
+                print(f"  {line}", file=sys.stderr)
+            raise SystemExit(2)
         variant.start(variant.Sweep(folder, swept))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
