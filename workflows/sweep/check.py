@@ -41,11 +41,14 @@ def problems(config: DictConfig, sweep_dir: str) -> list[str]:
         extra = [] if any(_key(o) == "run_dir" for o in overrides) else [f"run_dir={sweep_dir}/{number}"]
         try:
             cfg = compose(config_name="config", overrides=[*overrides, *extra])
+            error = None
         except Exception as err:  # Hydra's composition errors (a missing config, a bad key) say what is wrong
-            found.append(f"variant #{number} ({label}): " + str(err).replace("\n", "\n    "))
-            continue
-        try:
-            build_plan(cfg)
-        except PlanError as err:
-            found.append(f"variant #{number} ({label}): " + str(err).replace("\n", "\n    "))
+            error = err
+        if error is None:
+            try:
+                build_plan(cfg)
+            except PlanError as err:
+                error = err
+        if error is not None:
+            found.append(f"variant #{number} ({label}): " + str(error).replace("\n", "\n    "))
     return found
