@@ -19,10 +19,6 @@ _exit_code = 0  # the sweep's: the worst of its variants'
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
         folder = Path(str(config.hydra.sweep.dir)).resolve()
         if found := check.problems(config, str(folder)):  # every variant planned before the first one runs
             print(f"error: {len(found)} of the sweep's variants cannot run as configured; none was started:",
@@ -30,7 +26,7 @@ class SweepCallback(Callback):
             for line in found:
                 print(f"  {line}", file=sys.stderr)
             raise SystemExit(2)
-        variant.start(variant.Sweep(folder, swept))
+        variant.start(variant.Sweep(folder, check.variant_overrides(config)[1]))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _exit_code

@@ -13,16 +13,16 @@ from omegaconf import DictConfig
 from workflows.planning import PlanError, build_plan
 
 
-def variant_overrides(config: DictConfig) -> tuple[list[list[str]], set[str]]:
+def variant_overrides(config: DictConfig) -> tuple[list[list[str]], list[str]]:
     """(the override list of every job the basic sweeper will launch, in its order (job numbers);
-    the keys it sweeps)."""
+    the keys it sweeps, in the command line's order)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(lines)
-    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    swept = list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch], swept
 
 

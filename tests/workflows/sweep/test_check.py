@@ -39,7 +39,7 @@ def test_variants_are_numbered_as_hydra_numbers_its_jobs(tmp_path: Path):
     launched = dict(re.findall(r"\[HYDRA\]\s+#(\d+) : (.*)", result.stdout + result.stderr))
     jobs, swept = variant_overrides(OmegaConf.create({"hydra": {"sweeper": {"params": None},
                                                                 "overrides": {"task": overrides}}}))
-    assert swept == {"stages.dpo.trainer.beta", "stages.sft.trainer.max_steps"} and len(jobs) == len(launched) == 4
+    assert swept == ["stages.dpo.trainer.beta", "stages.sft.trainer.max_steps"] and len(jobs) == len(launched) == 4
 
     def values(job: list[str]) -> dict[str, str]:  # the swept keys' values (Hydra prints `++key=value`)
         pairs = (o.split("=", 1) for o in job)
