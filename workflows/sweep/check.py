@@ -30,25 +30,29 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def problems(config: DictConfig, sweep_dir: str) -> list[str]:
-    """One line per variant that cannot run as configured: `variant #N (its swept values): the problems`."""
+def _refusal(overrides: list[str]) -> Exception | None:
+    """Why the config these overrides compose cannot run: Hydra's composition error (a missing
+    config, a bad key) or the planner's PlanError; None when it plans."""
     from hydra import compose
 
+    try:
+        cfg = compose(config_name="config", overrides=overrides)
+    except Exception as err:  # Hydra's messages say what is wrong
+        return err
+    try:
+        build_plan(cfg)
+    except PlanError as err:
+        return err
+    return None
+
+
+def problems(config: DictConfig, sweep_dir: str) -> list[str]:
+    """One line per variant that cannot run as configured: `variant #N (its swept values): the problems`."""
     jobs, swept = variant_overrides(config)
     found = []
     for number, overrides in enumerate(jobs):
-        label = " ".join(o.removeprefix("++") for o in overrides if _key(o) in swept)
         extra = [] if any(_key(o) == "run_dir" for o in overrides) else [f"run_dir={sweep_dir}/{number}"]
-        try:
-            cfg = compose(config_name="config", overrides=[*overrides, *extra])
-            error = None
-        except Exception as err:  # Hydra's composition errors (a missing config, a bad key) say what is wrong
-            error = err
-        if error is None:
-            try:
-                build_plan(cfg)
-            except PlanError as err:
-                error = err
-        if error is not None:
+        if (error := _refusal([*overrides, *extra])) is not None:
+            label = " ".join(o.removeprefix("++") for o in overrides if _key(o) in swept)
             found.append(f"variant #{number} ({label}): " + str(error).replace("\n", "\n    "))
     return found
